@@ -1,0 +1,5 @@
+import sys
+
+from pushrelay.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``pushrelay`` command line: one module per subcommand group."""

@@ -1,0 +1,103 @@
+"""The settings tree: every knob is a ``PUSHRELAY_*`` environment variable.
+
+Each service receives one settings object and nothing reads the environment
+behind its back. ``Settings`` holds every field so that ``all-in-one`` can hand
+the same object to the three services; the per-service classes are views used
+for documentation and for ``python -m <service>``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service needs: Kafka, topics, Kubernetes, logging, metrics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PUSHRELAY_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("pushrelay.", description="prefix of all topic names")
+    topic_partitions: int = Field(6, ge=1, description="partitions of topics we create")
+    topic_replication: int = Field(1, ge=1, description="replication factor of topics we create")
+    kafka_request_timeout: float = Field(10.0, gt=0, description="Kafka request timeout, s")
+    log_level: LogLevel = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="log format")
+    kubeconfig: str | None = Field(
+        None, description="kubeconfig path (default: $KUBECONFIG, then in-cluster)"
+    )
+    health_host: str = Field("0.0.0.0", description="health/metrics listen host")
+    health_port: int = Field(
+        0, ge=0, le=65535,
+        description="health/metrics port for router/refresher (0: ephemeral)",
+    )
+    shutdown_timeout: float = Field(20.0, gt=0, description="graceful shutdown budget, s")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @property
+    def push_topic(self) -> str:
+        return f"{self.topic_prefix}push-events"
+
+    @property
+    def refresh_topic(self) -> str:
+        return f"{self.topic_prefix}refresh-requests"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}dead-letters"
+
+    @property
+    def deliveries_topic(self) -> str:
+        return f"{self.topic_prefix}deliveries"
+
+
+class IngressSettings(CommonSettings):
+    ingress_host: str = Field("0.0.0.0", description="ingress listen host")
+    ingress_port: int = Field(8080, ge=0, le=65535, description="ingress listen port")
+    base_url: str = Field("http://localhost:8080", description="public base URL of receivers")
+    write_status: bool = Field(False, description="write ProjectConfig.status.webhookReceivers")
+    cluster_secrets_namespace: str = Field(
+        "kargo-cluster-secrets", description="namespace of ClusterConfig receiver secrets"
+    )
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0, description="largest accepted body")
+    publish_timeout: float = Field(
+        5.0, gt=0, description="longest wait for a Kafka ack before answering 503, s"
+    )
+    retry_after: int = Field(30, ge=1, description="Retry-After seconds sent with a 503")
+    read_timeout: float = Field(10.0, gt=0, description="longest time to read a request, s")
+    tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS when set")
+    tls_key: str | None = Field(None, description="PEM private key for tls_cert")
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+
+class RouterSettings(CommonSettings):
+    router_group: str = Field("pushrelay-router", description="router consumer group")
+
+
+class RefresherSettings(CommonSettings):
+    refresher_group: str = Field("pushrelay-refresher", description="refresher consumer group")
+    refresh_min_interval: float = Field(
+        2.0, ge=0, description="per-Warehouse coalescing window, s"
+    )
+    refresh_qps: float = Field(20.0, gt=0, description="API-server write budget, writes/s")
+    refresh_burst: int = Field(50, ge=1, description="API-server write burst")
+    refresh_max_backoff: float = Field(30.0, gt=0, description="longest retry backoff, s")
+
+
+class Settings(IngressSettings, RouterSettings, RefresherSettings):
+    """Every setting: what ``all-in-one`` and the CLI use."""
