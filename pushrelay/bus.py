@@ -1,0 +1,121 @@
+"""The Kafka bus: topics, a durable producer, group consumers, dead letters.
+
+Every stage produces with ``acks=all`` and idempotence on, consumes with
+automatic commits off, and commits only after the effect of a message is
+durable (at-least-once). Messages that cannot be acted on go to the
+dead-letters topic with the reason; a consumer never stalls on one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pushrelay.events import DeadLetter, encode
+from pushrelay.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+def topic_configs(settings: CommonSettings) -> dict[str, dict[str, str]]:
+    """Every topic pushrelay uses, with its configuration."""
+    return {
+        settings.push_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
+        settings.refresh_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
+        settings.dead_letter_topic: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+        settings.deliveries_topic: {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": str(3600 * 1000),
+            "segment.ms": str(6 * 3600 * 1000),
+        },
+    }
+
+
+async def ensure_topics(settings: CommonSettings) -> None:
+    """Create missing topics (idempotent; safe from several replicas at once)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=int(settings.kafka_request_timeout * 1000),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication, topic_configs=cfg)
+            for name, cfg in topic_configs(settings).items()
+            if name not in existing
+        ]
+        if not missing:
+            return
+        try:
+            await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass
+        log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "request_timeout_ms": int(settings.kafka_request_timeout * 1000),
+        "max_request_size": 2 * 1024 * 1024,
+        "client_id": "pushrelay",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def new_consumer(
+    settings: CommonSettings, topic: str, group: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "request_timeout_ms": int(settings.kafka_request_timeout * 1000) + 30_000,
+        "max_poll_records": 500,
+        "fetch_max_bytes": 8 * 1024 * 1024,
+        "client_id": group,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(topic, **options)
+
+
+def dead_letter_for(stage: str, reason: str, record: ConsumerRecord[Any, Any] | None = None,
+                    payload: bytes | None = None) -> DeadLetter:
+    raw = payload if payload is not None else (record.value if record is not None else b"")
+    text = (raw or b"")[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+    key = record.key if record is not None else None
+    return DeadLetter(
+        stage=stage,
+        reason=reason[:1000] or "unknown",
+        topic=record.topic if record is not None else None,
+        partition=record.partition if record is not None else None,
+        offset=record.offset if record is not None else None,
+        key=key.decode("utf-8", errors="replace") if isinstance(key, bytes) else None,
+        payload=text,
+    )
+
+
+async def send_dead_letter(
+    producer: AIOKafkaProducer, settings: CommonSettings, letter: DeadLetter
+) -> None:
+    """Publish a dead letter and wait for the broker's ack."""
+    key = (letter.key or letter.id).encode()
+    await producer.send_and_wait(settings.dead_letter_topic, encode(letter), key=key)
+    log.warning(
+        "dead-lettered message", extra={"stage": letter.stage, "reason": letter.reason,
+                                        "topic": letter.topic, "offset": letter.offset},
+    )

@@ -1,0 +1,29 @@
+"""Kubernetes access: one client factory, errors translated once, informers."""
+
+from pushrelay.kube.errors import (
+    KubeError,
+    classify,
+)
+from pushrelay.kube.resources import (
+    CLUSTER_CONFIG,
+    GROUP,
+    PROJECT_CONFIG,
+    REFRESH_ANNOTATION,
+    SECRET,
+    VERSION,
+    WAREHOUSE,
+    Resource,
+)
+
+__all__ = [
+    "CLUSTER_CONFIG",
+    "GROUP",
+    "PROJECT_CONFIG",
+    "REFRESH_ANNOTATION",
+    "SECRET",
+    "VERSION",
+    "WAREHOUSE",
+    "KubeError",
+    "Resource",
+    "classify",
+]

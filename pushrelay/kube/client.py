@@ -1,0 +1,100 @@
+"""The one place that builds a Kubernetes API client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from pushrelay.kube.errors import classify
+from pushrelay.kube.resources import Resource
+
+
+async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
+    """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    cfg = client.Configuration()
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    return ApiClient(configuration=cfg)
+
+
+@asynccontextmanager
+async def api_client(kubeconfig: str | None = None) -> AsyncIterator[ApiClient]:
+    api = await new_api_client(kubeconfig)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+async def request_json(
+    api: ApiClient, method: str, path: str, *, body: Any = None,
+    content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
+    request_timeout: float = 10.0,
+) -> dict[str, Any]:
+    """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
+    headers = {"Accept": "application/json"}
+    payload: bytes | None = None
+    if body is not None:
+        headers["Content-Type"] = content_type
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    try:
+        response = await api.call_api(
+            path, method, query_params=query or [], header_params=headers,
+            body=payload, auth_settings=["BearerToken"], _preload_content=False,
+            _request_timeout=request_timeout,
+        )
+        raw = await response.read()
+    except Exception as exc:  # noqa: BLE001 - translated, not swallowed
+        raise classify(exc) from exc
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=_status_message(raw))
+        error.headers = response.headers
+        error.body = raw
+        raise classify(error)
+    data: dict[str, Any] = orjson.loads(raw) if raw else {}
+    return data
+
+
+def _status_message(raw: bytes) -> str:
+    try:
+        status = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode(errors="replace")
+    if isinstance(status, dict):
+        return str(status.get("message") or status.get("reason") or "")[:500]
+    return ""
+
+
+async def list_objects(
+    api: ApiClient, resource: Resource, namespace: str | None = None, **query: Any
+) -> dict[str, Any]:
+    return await request_json(
+        api, "GET", resource.path(namespace), query=list(query.items()), request_timeout=60.0
+    )
+
+
+async def get_object(
+    api: ApiClient, resource: Resource, name: str, namespace: str | None = None
+) -> dict[str, Any]:
+    return await request_json(api, "GET", resource.path(namespace, name))
+
+
+async def merge_patch(
+    api: ApiClient, resource: Resource, name: str, patch: dict[str, Any],
+    namespace: str | None = None, subresource: str | None = None, request_timeout: float = 10.0,
+) -> dict[str, Any]:
+    path = resource.path(namespace, name) + (f"/{subresource}" if subresource else "")
+    return await request_json(
+        api, "PATCH", path, body=patch, content_type="application/merge-patch+json",
+        request_timeout=request_timeout,
+    )

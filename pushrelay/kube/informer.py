@@ -1,0 +1,181 @@
+"""List + watch one kind of object into memory, the way client-go informers do.
+
+An :class:`Informer` lists the collection, then watches from the list's
+``resourceVersion`` with bookmarks, resuming from the last version it saw when a
+watch ends, and lists again when the server answers 410 Gone. Every change is
+handed to ``on_change(kind, obj)`` with ``kind`` one of ``ADDED``, ``MODIFIED``,
+``DELETED``; a re-list reports only the difference from what was known. No API
+call is made per lookup: callers keep their own index or read :attr:`store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.kube.client import list_objects
+from pushrelay.kube.errors import Action, KubeError, classify
+from pushrelay.kube.resources import Resource
+
+log = logging.getLogger(__name__)
+
+ChangeKind = Literal["ADDED", "MODIFIED", "DELETED"]
+Key = tuple[str, str]  # (namespace or "", name)
+OnChange = Callable[[ChangeKind, dict[str, Any]], None]
+
+
+def object_key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+class Informer:
+    def __init__(
+        self, api: ApiClient, resource: Resource, on_change: OnChange, *,
+        namespace: str | None = None, watch_seconds: int = 240,
+        max_backoff: float = 30.0, label_selector: str | None = None,
+    ) -> None:
+        self._api = api
+        self.resource = resource
+        self._on_change = on_change
+        self._namespace = namespace
+        self._watch_seconds = watch_seconds
+        self._max_backoff = max_backoff
+        self._label_selector = label_selector
+        self.store: dict[Key, dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"informer:{self.resource.plural}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _emit(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
+        try:
+            self._on_change(kind, obj)
+        except Exception:  # noqa: BLE001 - one bad handler call must not stop the watch
+            log.exception("handler failed for %s %s", self.resource.kind, object_key(obj))
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._relist()
+                failures = 0
+                while True:
+                    version = await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                error = classify(exc)
+                self.last_error = error.reason
+                if error.action is Action.RELIST:
+                    log.info("%s watch expired; listing again", self.resource.plural)
+                    continue
+                failures += 1
+                delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning(
+                    "%s informer failed (%s); retrying in %.1fs",
+                    self.resource.plural, error.reason, delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _relist(self) -> str:
+        query: dict[str, Any] = {}
+        if self._label_selector:
+            query["labelSelector"] = self._label_selector
+        listing = await list_objects(self._api, self.resource, self._namespace, **query)
+        fresh: dict[Key, dict[str, Any]] = {}
+        for item in listing.get("items") or []:
+            item.setdefault("apiVersion", self.resource.api_version)
+            item.setdefault("kind", self.resource.kind)
+            fresh[object_key(item)] = item
+        for key in list(self.store):
+            if key not in fresh:
+                self._emit("DELETED", self.store.pop(key))
+        for key, obj in fresh.items():
+            old = self.store.get(key)
+            self.store[key] = obj
+            if old is None:
+                self._emit("ADDED", obj)
+            elif _version(old) != _version(obj):
+                self._emit("MODIFIED", obj)
+        self.synced.set()
+        self.last_error = None
+        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def _watch(self, version: str) -> str:
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"), ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", self._watch_seconds),
+        ]
+        if version:
+            query.append(("resourceVersion", version))
+        if self._label_selector:
+            query.append(("labelSelector", self._label_selector))
+        try:
+            response = await self._api.call_api(
+                self.resource.path(self._namespace), "GET", query_params=query,
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                _preload_content=False, _request_timeout=self._watch_seconds + 30,
+            )
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise classify(exc) from exc
+        try:
+            if response.status != 200:
+                raise KubeError(
+                    Action.RELIST if response.status == 410 else Action.RETRY,
+                    f"watch answered {response.status}", response.status,
+                )
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        version = self._apply(orjson.loads(line), version)
+            return version
+        finally:
+            response.release()
+
+    def _apply(self, event: dict[str, Any], version: str) -> str:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            raise KubeError(
+                Action.RELIST if code == 410 else Action.RETRY,
+                f"watch error {code}: {obj.get('message', '')}", code,
+            )
+        new_version = _version(obj) or version
+        if kind == "BOOKMARK":
+            return new_version
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return new_version
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.store.pop(key, None)
+            self._emit("DELETED", obj)
+        else:
+            existed = key in self.store
+            self.store[key] = obj
+            self._emit("MODIFIED" if existed else "ADDED", obj)
+        return new_version
+
+
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -1,0 +1,102 @@
+"""Fixtures on the real devstack: one per session, isolation per test.
+
+The chain: ``devstack_env`` (reuse a running devstack when ``KUBECONFIG`` and
+``PUSHRELAY_KAFKA_BOOTSTRAP`` are set, else start one for the session) →
+``kube`` (an admin API client) → ``namespace`` (a fresh namespace per test) and
+``settings`` (a per-test topic prefix, so tests never see each other's events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.kube.client import new_api_client, request_json
+from pushrelay.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def devstack_env() -> Iterator[dict[str, str]]:
+    from pushrelay.devstack.testing import ensure_devstack
+
+    env, stop = ensure_devstack()
+    try:
+        yield env
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+async def kube(devstack_env: dict[str, str]) -> AsyncIterator[ApiClient]:
+    api = await new_api_client(devstack_env["KUBECONFIG"])
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def namespace(kube: ApiClient) -> AsyncIterator[str]:
+    name = unique("t")
+    await request_json(
+        kube, "POST", "/api/v1/namespaces",
+        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    try:
+        yield name
+    finally:
+        try:
+            await request_json(kube, "DELETE", f"/api/v1/namespaces/{name}")
+        except Exception:  # noqa: BLE001 - best-effort cleanup
+            pass
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def settings(devstack_env: dict[str, str], topic_prefix: str) -> Settings:
+    """Settings for one test: its own topics, ephemeral ports, fast coalescing."""
+    return make_settings(devstack_env, topic_prefix)
+
+
+def make_settings(devstack_env: dict[str, str], topic_prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": devstack_env["PUSHRELAY_KAFKA_BOOTSTRAP"],
+        "kubeconfig": devstack_env["KUBECONFIG"],
+        "topic_prefix": topic_prefix,
+        "topic_partitions": 3,
+        "ingress_host": "127.0.0.1",
+        "ingress_port": 0,
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "write_status": True,
+        "log_format": "text",
+        "router_group": f"{topic_prefix}router",
+        "refresher_group": f"{topic_prefix}refresher",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an (async or sync) predicate until truthy; the last value or TimeoutError."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(interval)
