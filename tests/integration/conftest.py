@@ -90,9 +90,9 @@ def make_settings(devstack_env: dict[str, str], topic_prefix: str, **overrides: 
     return Settings(**values)
 
 
-async def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+async def eventually(predicate: Any, within: float = 10.0, interval: float = 0.05) -> Any:
     """Poll an (async or sync) predicate until truthy; the last value or TimeoutError."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             value = predicate()
             if asyncio.iscoroutine(value):

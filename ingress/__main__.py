@@ -1,0 +1,3 @@
+from pushrelay.cli.services import main_for
+
+main_for("ingress")
