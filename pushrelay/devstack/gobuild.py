@@ -1,0 +1,155 @@
+"""Build kube-apiserver and etcd from Go modules, once, into the cache.
+
+Each binary is built in a throwaway module under ``<cache>/build/<name>-<ver>``:
+
+* kube-apiserver: ``require k8s.io/kubernetes <ver>`` plus one ``replace`` per
+  staging module (``k8s.io/api``, ``k8s.io/apiserver``, ...) pinned to the
+  published ``v0.x.y`` that matches. The list of staging modules is read from
+  k8s.io/kubernetes's own go.mod (its ``=> ./staging/src/...`` lines), so a new
+  release needs no code change here.
+* etcd: ``require go.etcd.io/etcd/server/v3 <ver>``; its ``main`` package is the
+  module root.
+
+The result lands in ``<cache>/bin/<name>-<ver>``; later runs only stat it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pushrelay.devstack.errors import DevstackError
+from pushrelay.devstack.paths import ETCD_VERSION, KUBERNETES_VERSION, cache_dir
+
+Progress = Callable[[str], None]
+
+_STAGING = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.M)
+_TOOLS_GO = """//go:build tools
+
+package build
+
+import _ "{package}"
+"""
+
+
+def _go(component: str) -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise DevstackError(
+            component, "the Go toolchain (`go`, >= 1.25) is not on PATH; install Go to build it"
+        )
+    return go
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialize builds of one binary across processes (two test sessions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(component: str, argv: list[str], cwd: Path, log: Path, env: dict[str, str]) -> str:
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.run(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=out, check=False
+        )
+        out.write(proc.stdout)
+    if proc.returncode != 0:
+        raise DevstackError(component, f"`{' '.join(argv[:3])} ...` failed", log)
+    return proc.stdout.decode()
+
+
+def kubernetes_replaces(component: str, version: str, go: str, work: Path, log: Path,
+                        env: dict[str, str]) -> list[str]:
+    """``replace`` lines pinning every staging module of k8s.io/kubernetes@version."""
+    out = _run(component, [go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+               work, log, env)
+    gomod = Path(json.loads(out)["GoMod"]).read_text()
+    staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
+    modules = sorted(set(_STAGING.findall(gomod)))
+    if not modules:
+        raise DevstackError(component, f"no staging modules found in k8s.io/kubernetes@{version}")
+    return [f"\t{m} => {m} {staging_version}" for m in modules]
+
+
+def _build(
+    component: str,
+    *,
+    name: str,
+    version: str,
+    module_require: str,
+    package: str,
+    progress: Progress,
+    eta: str,
+) -> Path:
+    out = cache_dir() / "bin" / f"{name}-{version}"
+    if out.is_file() and os.access(out, os.X_OK):
+        return out
+    work = cache_dir() / "build" / f"{name}-{version}"
+    with _locked(cache_dir() / "build" / f"{name}-{version}.lock"):
+        if out.is_file():
+            return out
+        go = _go(component)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "build.log"
+        log.write_text("")
+        env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+        env.setdefault("GOTOOLCHAIN", "local")
+        progress(f"building {name} {version} from Go modules (first run only, {eta}); "
+                 f"log: {log}")
+        started = time.monotonic()
+        lines = ["module pushrelay.local/build", "", "go 1.25.0", "",
+                 f"require {module_require} {version}", ""]
+        if name == "kube-apiserver":
+            (work / "go.mod").write_text("module pushrelay.local/build\n\ngo 1.25.0\n")
+            replaces = kubernetes_replaces(component, version, go, work, log, env)
+            lines += ["replace (", *replaces, ")", ""]
+        (work / "go.mod").write_text("\n".join(lines))
+        (work / "tools.go").write_text(_TOOLS_GO.format(package=package))
+        _run(component, [go, "mod", "tidy"], work, log, env)
+        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _run(component, [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), package],
+             work, log, env)
+        tmp.replace(out)
+        progress(f"built {name} {version} in {time.monotonic() - started:.0f}s -> {out}")
+    return out
+
+
+def ensure_kube_apiserver(progress: Progress, version: str = KUBERNETES_VERSION) -> Path:
+    return _build(
+        "kube-apiserver",
+        name="kube-apiserver",
+        version=version,
+        module_require="k8s.io/kubernetes",
+        package="k8s.io/kubernetes/cmd/kube-apiserver",
+        progress=progress,
+        eta="~15 min on 2 cores",
+    )
+
+
+def ensure_etcd(progress: Progress, version: str = ETCD_VERSION) -> Path:
+    return _build(
+        "etcd",
+        name="etcd",
+        version=version,
+        module_require="go.etcd.io/etcd/server/v3",
+        package="go.etcd.io/etcd/server/v3",
+        progress=progress,
+        eta="~2 min on 2 cores",
+    )

@@ -1,0 +1,108 @@
+"""etcd and kube-apiserver processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from pushrelay.devstack import procs
+from pushrelay.devstack.certs import Pki
+from pushrelay.devstack.kubeapi import KubeHTTP
+from pushrelay.devstack.paths import StatePaths
+
+ETCD = "etcd"
+APISERVER = "kube-apiserver"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+EXTRA_ARGS_ENV = "PUSHRELAY_DEVSTACK_APISERVER_ARGS"
+
+
+def start_etcd(binary: Path, paths: StatePaths, port: int, peer_port: int) -> procs.ProcRecord:
+    paths.etcd_data.mkdir(parents=True, exist_ok=True)
+    paths.etcd_data.chmod(0o700)
+    client = f"http://127.0.0.1:{port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    argv = [
+        str(binary),
+        "--name=devstack",
+        f"--data-dir={paths.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=devstack={peer}",
+        "--initial-cluster-state=new",
+        "--unsafe-no-fsync=true",  # a throwaway dev store: durability is not the point
+        "--quota-backend-bytes=2147483648",
+        "--log-level=warn",
+    ]
+    return procs.start(ETCD, argv, log=paths.log(ETCD), record=paths.pid_record(ETCD), port=port)
+
+
+def etcd_healthy(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+        return bool(json.loads(resp.read()).get("health") == "true")
+
+
+def wait_etcd(rec: procs.ProcRecord, timeout: float = 60) -> None:
+    procs.wait_until(ETCD, lambda: etcd_healthy(rec.port), timeout=timeout, rec=rec,
+                     what="healthy (/health)")
+
+
+def extra_args_from_env() -> list[str]:
+    return shlex.split(os.environ.get(EXTRA_ARGS_ENV, ""))
+
+
+def apiserver_argv(
+    binary: Path, pki: Pki, port: int, etcd_port: int, extra_args: Sequence[str] = ()
+) -> list[str]:
+    """Flags for a single loopback apiserver. ``extra_args`` come last and win."""
+    return [
+        str(binary),
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--tls-cert-file={pki.serving_cert}",
+        f"--tls-private-key-file={pki.serving_key}",
+        f"--client-ca-file={pki.ca_cert}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={pki.sa_pub}",
+        f"--service-account-signing-key-file={pki.sa_key}",
+        "--service-cluster-ip-range=10.96.0.0/24",
+        "--authorization-mode=Node,RBAC",
+        "--allow-privileged=false",
+        "--enable-admission-plugins=NamespaceLifecycle",
+        "--disable-admission-plugins=ServiceAccount",
+        f"--cert-dir={pki.dir / 'apiserver-generated'}",
+        "--profiling=false",
+        "--v=1",
+        *extra_args,
+    ]
+
+
+def start_apiserver(
+    binary: Path,
+    paths: StatePaths,
+    pki: Pki,
+    port: int,
+    etcd_port: int,
+    extra_args: Sequence[str] = (),
+) -> procs.ProcRecord:
+    argv = apiserver_argv(binary, pki, port, etcd_port, extra_args)
+    return procs.start(
+        APISERVER, argv, log=paths.log(APISERVER), record=paths.pid_record(APISERVER), port=port
+    )
+
+
+def apiserver_ready(client: KubeHTTP) -> bool:
+    status, body = client.request("GET", "/readyz")
+    return status == 200 and body.strip() == b"ok"
+
+
+def wait_apiserver(rec: procs.ProcRecord, client: KubeHTTP, timeout: float = 120) -> None:
+    procs.wait_until(APISERVER, lambda: apiserver_ready(client), timeout=timeout, rec=rec,
+                     what="ready (/readyz)", interval=0.5)

@@ -1,0 +1,305 @@
+"""The devstack: etcd + kube-apiserver + Kafka (KRaft) on loopback, for real.
+
+``Devstack(state_dir).up()`` builds or resolves what is missing (cached),
+starts what is not running, installs the CRDs, writes ``kubeconfig`` and
+``env`` and returns the environment. ``down()`` stops exactly the processes
+recorded in ``<state>/run``. Components can be stopped and started one by one
+(on the same ports) to test outages.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pushrelay.devstack import gobuild, kafka, kube, procs
+from pushrelay.devstack.certs import Pki, ensure_pki, issue_client
+from pushrelay.devstack.errors import DevstackError
+from pushrelay.devstack.kubeapi import (
+    ADMIN_USER,
+    KubeHTTP,
+    ensure_admin,
+    ensure_namespace,
+    install_crds,
+    write_kubeconfig,
+)
+from pushrelay.devstack.paths import StatePaths, default_state_dir
+
+ETCD, APISERVER, KAFKA = kube.ETCD, kube.APISERVER, kafka.COMPONENT
+COMPONENTS = (ETCD, APISERVER, KAFKA)  # start order; stop order is reversed
+NAMESPACES = ("kargo-cluster-secrets",)
+# Fixed ports, when a person wants them; otherwise free ones are chosen once per
+# state directory and reused while they stay free.
+PORT_ENV = {
+    ETCD: "PUSHRELAY_DEVSTACK_ETCD_PORT",
+    APISERVER: "PUSHRELAY_DEVSTACK_APISERVER_PORT",
+    KAFKA: "PUSHRELAY_DEVSTACK_KAFKA_PORT",
+}
+_ALL_PORTS = (ETCD, "etcd-peer", APISERVER, KAFKA, "kafka-controller")
+
+
+def _stderr(msg: str) -> None:
+    print(f"devstack: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    running: bool
+    healthy: bool
+    log: Path
+
+
+class Devstack:
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        apiserver_args: Sequence[str] | None = None,
+        progress: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.paths = StatePaths(Path(state_dir).expanduser().resolve() if state_dir
+                                else default_state_dir())
+        self.pki = Pki(self.paths.pki)
+        self.progress = progress
+        self.apiserver_args = (list(apiserver_args) if apiserver_args is not None
+                               else kube.extra_args_from_env())
+
+    # ---- public API -------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.paths.kubeconfig
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self._ports()[KAFKA]}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": str(self.paths.kubeconfig),
+            "PUSHRELAY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "PUSHRELAY_WRITE_STATUS": "true",
+        }
+
+    def up(self) -> dict[str, str]:
+        """Start whatever is not running; return the environment. Idempotent."""
+        self.paths.ensure()
+        with self._lock():
+            if self.healthy():
+                return self.env()
+            started: list[str] = []
+            try:
+                self._up(started)
+            except BaseException:
+                for name in reversed(started):
+                    self.stop_component(name)
+                raise
+            return self.env()
+
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop every recorded process (SIGTERM, then SIGKILL); return their names."""
+        stopped = []
+        if self.paths.run.is_dir():
+            with self._lock():
+                for name in reversed(COMPONENTS):
+                    if self.stop_component(name):
+                        stopped.append(name)
+        if purge and self.paths.root.is_dir():
+            shutil.rmtree(self.paths.root)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        out = []
+        for name in COMPONENTS:
+            rec = self._record(name)
+            running = rec is not None and procs.is_running(rec)
+            healthy = running and rec is not None and self._healthy(name, rec.port)
+            out.append(ComponentStatus(name, rec.pid if rec else None, rec.port if rec else None,
+                                       running, healthy, self.paths.log(name)))
+        return out
+
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.status()) and self.paths.kubeconfig.exists()
+
+    def stop_component(self, name: str) -> bool:
+        """Stop one component; True if it was running. Its port is kept for restart."""
+        rec = self._record(name)
+        if rec is None:
+            return False
+        was_running = procs.is_running(rec)
+        procs.stop(rec)
+        self.paths.pid_record(name).unlink(missing_ok=True)
+        if was_running:
+            self.progress(f"stopped {name} (pid {rec.pid})")
+        return was_running
+
+    def start_component(self, name: str, *, extra_args: Sequence[str] | None = None) -> None:
+        """(Re)start one component on its recorded port and wait until it is ready."""
+        if extra_args is not None and name == APISERVER:
+            self.apiserver_args = list(extra_args)
+        rec = self._record(name)
+        if rec is not None and procs.is_running(rec):
+            return
+        self._start(name, self._ports())
+        self._wait(name)
+
+    def stop_kafka(self) -> bool:
+        return self.stop_component(KAFKA)
+
+    def start_kafka(self) -> None:
+        self.start_component(KAFKA)
+
+    def stop_apiserver(self) -> bool:
+        return self.stop_component(APISERVER)
+
+    def start_apiserver(self, extra_args: Sequence[str] | None = None) -> None:
+        self.start_component(APISERVER, extra_args=extra_args)
+
+    def admin_client(self) -> KubeHTTP:
+        return KubeHTTP.admin(self.pki, self._ports()[APISERVER])
+
+    # ---- internals --------------------------------------------------------
+    def _up(self, started: list[str]) -> None:
+        t0 = time.monotonic()
+        self._binaries()
+        ensure_pki(self.paths.pki)
+        ensure_admin(self.pki)
+        ports = self._choose_ports()
+        for name in COMPONENTS:
+            self._start(name, ports, started)
+            if name == ETCD:  # the apiserver needs etcd; Kafka starts alongside
+                self._wait(ETCD)
+        self._wait(APISERVER)
+        write_kubeconfig(self.paths.kubeconfig, self.pki, ports[APISERVER], ADMIN_USER)
+        client = self.admin_client()
+        install_crds(client)
+        for ns in NAMESPACES:
+            ensure_namespace(client, ns)
+        self._wait(KAFKA)
+        self._write_env()
+        self.progress(f"up in {time.monotonic() - t0:.1f}s; state: {self.paths.root}")
+
+    def _binaries(self) -> dict[str, Path]:
+        return {
+            KAFKA: kafka.ensure_jars(self.progress),
+            ETCD: gobuild.ensure_etcd(self.progress),
+            APISERVER: gobuild.ensure_kube_apiserver(self.progress),
+        }
+
+    def _start(self, name: str, ports: dict[str, int], started: list[str] | None = None) -> None:
+        rec = self._record(name)
+        if rec is not None and procs.is_running(rec):
+            return
+        procs.require_free(name, ports[name])
+        if name == ETCD:
+            procs.require_free(name, ports["etcd-peer"], "peer port")
+            rec = kube.start_etcd(gobuild.ensure_etcd(self.progress), self.paths,
+                                  ports[ETCD], ports["etcd-peer"])
+        elif name == APISERVER:
+            ensure_pki(self.paths.pki)
+            rec = kube.start_apiserver(gobuild.ensure_kube_apiserver(self.progress), self.paths,
+                                       self.pki, ports[APISERVER], ports[ETCD],
+                                       self.apiserver_args)
+        else:
+            procs.require_free(name, ports["kafka-controller"], "controller port")
+            libs = kafka.ensure_jars(self.progress)
+            kafka.write_config(self.paths, ports[KAFKA], ports["kafka-controller"])
+            kafka.format_storage(libs, self.paths)
+            rec = kafka.start(libs, self.paths, ports[KAFKA])
+        if started is not None:
+            started.append(name)
+        self.progress(f"started {name} (pid {rec.pid}, port {rec.port}, "
+                      f"log {self.paths.log(name)})")
+
+    def _wait(self, name: str) -> None:
+        rec = self._record(name)
+        if rec is None:
+            raise DevstackError(name, "not started", self.paths.log(name))
+        if name == ETCD:
+            kube.wait_etcd(rec)
+        elif name == APISERVER:
+            kube.wait_apiserver(rec, KubeHTTP.admin(self.pki, rec.port))
+        else:
+            kafka.wait_ready(rec)
+
+    def _healthy(self, name: str, port: int) -> bool:
+        try:
+            if name == ETCD:
+                return kube.etcd_healthy(port)
+            if name == APISERVER:
+                return kube.apiserver_ready(KubeHTTP.admin(self.pki, port))
+            return kafka.is_ready(f"127.0.0.1:{port}")
+        except Exception:  # noqa: BLE001 - unhealthy is an answer, not an error
+            return False
+
+    def _record(self, name: str) -> procs.ProcRecord | None:
+        return procs.ProcRecord.load(self.paths.pid_record(name))
+
+    def _ports(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self.paths.ports_file.read_text()).items()}
+        except (OSError, ValueError) as exc:
+            raise DevstackError("devstack", f"not set up in {self.paths.root}; run "
+                                "`pushrelay devstack up`") from exc
+
+    def _choose_ports(self) -> dict[str, int]:
+        try:
+            old = self._ports()
+        except DevstackError:
+            old = {}
+        ports: dict[str, int] = {}
+        for key in _ALL_PORTS:
+            fixed = os.environ.get(PORT_ENV.get(key, ""), "")
+            rec = self._record(key) if key in COMPONENTS else None
+            if fixed:
+                ports[key] = int(fixed)  # taken -> a clear error at start
+            elif rec is not None and procs.is_running(rec):
+                ports[key] = old.get(key, rec.port)
+            elif key in old and procs.port_is_free(old[key]) and old[key] not in ports.values():
+                ports[key] = old[key]
+            else:
+                port = procs.free_port()
+                while port in ports.values():
+                    port = procs.free_port()
+                ports[key] = port
+        self.paths.ports_file.write_text(json.dumps(ports, indent=2))
+        return ports
+
+    def _write_env(self) -> None:
+        lines = [f"export {k}={v}" for k, v in self.env().items()]
+        self.paths.env_file.write_text("\n".join(lines) + "\n")
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with (self.paths.root / ".lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def mint_user_kubeconfig(
+    state_dir: Path | str | None, user: str, groups: Sequence[str] = ()
+) -> Path:
+    """A kubeconfig for ``user`` in ``groups`` (client cert signed by the devstack CA).
+
+    The user has no RBAC grants until someone binds a role to it.
+    """
+    stack = Devstack(state_dir)
+    pki = ensure_pki(stack.paths.pki)
+    issue_client(pki, user, tuple(groups))
+    users = stack.paths.root / "users"
+    users.mkdir(exist_ok=True)
+    path = users / f"{pki.client_cert(user).stem.removeprefix('user-')}.kubeconfig"
+    return write_kubeconfig(path, pki, stack._ports()[APISERVER], user)
