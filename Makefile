@@ -1,0 +1,50 @@
+# pushrelay developer entry points. Everything installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: install demo test unit integration lint bench faults devstack-up devstack-down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+## The main job: real devstack, all three services, a sample push, the refresh.
+demo: install
+	$(BIN)/pushrelay demo $(ARGS)
+
+## Everything CI checks: lint, types, unit and integration tests on real services.
+test: install lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench $(ARGS)
+
+faults: install
+	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
+
+devstack-up: install
+	$(BIN)/pushrelay devstack up
+
+devstack-down: install
+	$(BIN)/pushrelay devstack down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

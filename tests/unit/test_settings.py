@@ -1,0 +1,61 @@
+"""Settings come from PUSHRELAY_* variables with the SPEC's names and defaults."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from pushrelay.settings import Settings
+
+
+def test_defaults_match_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("PUSHRELAY_"):
+            monkeypatch.delenv(name)
+    s = Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.topic_prefix == "pushrelay."
+    assert (s.ingress_host, s.ingress_port) == ("0.0.0.0", 8080)
+    assert s.base_url == "http://localhost:8080"
+    assert s.write_status is False
+    assert s.cluster_secrets_namespace == "kargo-cluster-secrets"
+    assert s.refresh_min_interval == 2
+    assert (s.refresh_qps, s.refresh_burst) == (20, 50)
+    assert s.log_level == "INFO"
+    assert s.push_topic == "pushrelay.push-events"
+    assert s.refresh_topic == "pushrelay.refresh-requests"
+    assert s.dead_letter_topic == "pushrelay.dead-letters"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHRELAY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    monkeypatch.setenv("PUSHRELAY_TOPIC_PREFIX", "x.")
+    monkeypatch.setenv("PUSHRELAY_WRITE_STATUS", "true")
+    monkeypatch.setenv("PUSHRELAY_REFRESH_MIN_INTERVAL", "0.5")
+    monkeypatch.setenv("PUSHRELAY_LOG_LEVEL", "debug")
+    monkeypatch.setenv("PUSHRELAY_BASE_URL", "https://relay.example.com/hooks/")
+    s = Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.push_topic == "x.push-events"
+    assert s.write_status is True
+    assert s.refresh_min_interval == 0.5
+    assert s.log_level == "DEBUG"
+    assert s.base_url == "https://relay.example.com/hooks"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PUSHRELAY_INGRESS_PORT", "http"),
+        ("PUSHRELAY_INGRESS_PORT", "70000"),
+        ("PUSHRELAY_REFRESH_QPS", "0"),
+        ("PUSHRELAY_REFRESH_BURST", "-1"),
+        ("PUSHRELAY_LOG_LEVEL", "LOUD"),
+        ("PUSHRELAY_WRITE_STATUS", "maybe"),
+    ],
+)
+def test_bad_values_are_clear_errors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert name.removeprefix("PUSHRELAY_").lower() in str(caught.value)
