@@ -30,7 +30,8 @@ def topic_configs(settings: CommonSettings) -> dict[str, dict[str, str]]:
         settings.refresh_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
         settings.dead_letter_topic: {"retention.ms": str(30 * 24 * 3600 * 1000)},
         settings.deliveries_topic: {
-            "cleanup.policy": "compact",
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(14 * 24 * 3600 * 1000),
             "min.compaction.lag.ms": str(3600 * 1000),
             "segment.ms": str(6 * 3600 * 1000),
         },

@@ -1,0 +1,215 @@
+"""Delivery visibility: what happened to each webhook delivery (SPEC section 8).
+
+Every stage appends facts about a delivery to the compacted ``deliveries``
+topic, keyed ``<delivery>/<stage>[/<warehouse>]`` so each fact survives
+compaction on its own: the ingress records *accepted* or *rejected* (with the
+reason), the router *matched N* Warehouses, the refresher *refreshed* or
+*failed* per Warehouse. :func:`read_deliveries` folds the facts back into one
+row per delivery. The record lives in Kafka, so it survives restarts and is the
+same whichever replica handled the delivery.
+
+Recording never slows or fails the request path: :class:`DeliveryLog` queues
+facts and a background task produces them; if the queue is full the fact is
+dropped and counted (the push itself is already durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pushrelay.events import now
+from pushrelay.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["accepted", "rejected", "matched", "refreshed", "dropped", "failed"]
+Stage = Literal["ingress", "router", "refresher"]
+
+
+class DeliveryFact(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_: Literal["pushrelay.delivery/v1"] = Field("pushrelay.delivery/v1", alias="schema")
+    delivery: str
+    stage: Stage
+    outcome: Outcome
+    at: datetime = Field(default_factory=now)
+    receiver: str | None = None
+    project: str | None = None
+    repository: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    warehouses: list[str] = Field(default_factory=list)
+    test_notification: bool = False
+
+    @property
+    def key(self) -> bytes:
+        suffix = f"/{self.warehouses[0]}" if self.stage == "refresher" and self.warehouses else ""
+        return f"{self.delivery}/{self.stage}{suffix}".encode()
+
+
+class Delivery(BaseModel):
+    """One delivery, folded from its facts."""
+
+    delivery: str
+    received_at: datetime | None = None
+    receiver: str | None = None
+    project: str | None = None
+    repository: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    outcome: str = "unknown"
+    reason: str | None = None
+    matched: list[str] = Field(default_factory=list)
+    refreshed: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    test_notification: bool = False
+
+    def summary(self) -> str:
+        if self.outcome == "rejected":
+            return f"rejected: {self.reason}"
+        if self.failed:
+            return f"failed {len(self.failed)}/{len(self.matched)}: {self.reason or ''}".strip()
+        if self.refreshed:
+            return f"refreshed {len(self.refreshed)}/{len(self.matched)}"
+        if self.outcome in ("matched", "refreshed"):
+            return f"matched {len(self.matched)} warehouses"
+        return self.outcome
+
+
+def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
+    """Facts (any order) → deliveries, newest first."""
+    rows: dict[str, Delivery] = {}
+    for fact in sorted(facts, key=lambda f: f.at):
+        row = rows.setdefault(fact.delivery, Delivery(delivery=fact.delivery))
+        if fact.stage == "ingress":
+            row.received_at = fact.at
+            row.receiver, row.project = fact.receiver, fact.project
+            row.repository, row.tags = fact.repository, list(fact.tags)
+            row.test_notification = fact.test_notification
+            row.outcome = fact.outcome
+            row.reason = fact.reason
+        elif fact.stage == "router":
+            row.matched = list(fact.warehouses)
+            if row.outcome != "rejected":
+                row.outcome = "matched"
+        elif fact.outcome == "refreshed":
+            row.refreshed = sorted(set(row.refreshed) | set(fact.warehouses))
+            row.outcome = "refreshed"
+        else:
+            row.failed = sorted(set(row.failed) | set(fact.warehouses))
+            row.reason = fact.reason
+    return _newest_first(rows.values())
+
+
+def _newest_first(rows: Iterable[Delivery]) -> list[Delivery]:
+    def when(row: Delivery) -> float:
+        return row.received_at.timestamp() if row.received_at else 0.0
+    return sorted(rows, key=when, reverse=True)
+
+
+class DeliveryLog:
+    """Non-blocking recorder of delivery facts onto the deliveries topic."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: CommonSettings,
+                 max_queue: int = 10_000) -> None:
+        self._producer = producer
+        self._topic = settings.deliveries_topic
+        self._queue: asyncio.Queue[DeliveryFact] = asyncio.Queue(max_queue)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def record(self, fact: DeliveryFact) -> None:
+        try:
+            self._queue.put_nowait(fact)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="delivery-log")
+
+    async def stop(self) -> None:
+        """Flush what is queued (bounded by the caller's timeout), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await self._queue.join()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            fact = await self._queue.get()
+            try:
+                value = orjson.dumps(fact.model_dump(mode="json", by_alias=True))
+                await self._producer.send(self._topic, value, key=fact.key)
+            except Exception as exc:  # noqa: BLE001 - visibility is best effort
+                self.dropped += 1
+                log.warning("could not record delivery fact: %s", exc)
+            finally:
+                self._queue.task_done()
+
+
+def parse_fact(raw: bytes | None) -> DeliveryFact | None:
+    if not raw:
+        return None
+    try:
+        return DeliveryFact.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+async def read_facts(settings: CommonSettings, max_wait: float = 10.0) -> list[DeliveryFact]:
+    """Read the whole deliveries topic (no consumer group, nothing committed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        auto_offset_reset="earliest", group_id=None,
+    )
+    await consumer.start()
+    facts: list[DeliveryFact] = []
+    try:
+        partitions = consumer.partitions_for_topic(settings.deliveries_topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(settings.deliveries_topic) or set()
+        tps = [TopicPartition(settings.deliveries_topic, p) for p in sorted(partitions)]
+        if not tps:
+            return facts
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        pending = {tp for tp in tps if end[tp] > 0}
+        async with asyncio.timeout(max_wait):
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        fact = parse_fact(record.value)
+                        if fact is not None:
+                            facts.append(fact)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return facts
+
+
+async def read_deliveries(
+    settings: CommonSettings, *, receiver: str | None = None,
+    namespace: str | None = None, limit: int = 20,
+) -> list[Delivery]:
+    rows = fold(await read_facts(settings))
+    if receiver is not None:
+        rows = [r for r in rows if r.receiver == receiver]
+    if namespace is not None:
+        rows = [r for r in rows if (r.project or "") == namespace]
+    return rows[:limit]
