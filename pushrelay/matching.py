@@ -1,0 +1,340 @@
+"""Which Warehouses a push refreshes (SPEC section 6): a pure, in-memory index.
+
+The router keeps a :class:`WarehouseIndex` up to date from an informer, and
+``pushrelay explain`` builds one from a single LIST; both then ask the same
+questions through :func:`route` and :func:`explain`, so the CLI's answer is the
+router's answer. Nothing here does I/O.
+
+* Subscriptions are compiled (constraints parsed, regexes built) once per
+  Warehouse *generation*: an unchanged Warehouse seen again (re-list, status
+  update) costs a dictionary lookup. :meth:`WarehouseIndex.upsert` returns the
+  freshly compiled Warehouse so the caller can report its problems once.
+* A subscription that does not compile (bad regex, bad constraint, deprecated
+  field) is indexed with its error and never matches; it cannot affect another
+  subscription or Warehouse.
+* The index is keyed by normalized repository URL, then by namespace, so a
+  project-scoped event only looks at its own namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from pushrelay.normalize import normalize_chart, normalize_image, repo_urls
+
+#: Kinds of subscription a registry push can refresh (``git`` is indexed only).
+PUSHABLE_KINDS = frozenset({"image", "chart"})
+
+
+class VerdictLike(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class CompiledLike(Protocol):
+    """What :mod:`pushrelay.qualifiers` compiles one subscription into."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def repo_url(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    def qualify(self, tag: str) -> VerdictLike: ...
+
+
+Compiler = Callable[[Mapping[str, Any]], CompiledLike]
+
+
+def default_compiler() -> Compiler:
+    from pushrelay.qualifiers import compile_subscription
+
+    return compile_subscription
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """A subscription the compiler itself choked on: indexed, never matched."""
+
+    kind: str
+    repo_url: str
+    error: str
+
+    def qualify(self, tag: str) -> VerdictLike:
+        return _Verdict(False, self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    namespace: str
+    warehouse: str
+    position: int  # index in spec.subscriptions
+    compiled: CompiledLike
+
+    @property
+    def kind(self) -> str:
+        return self.compiled.kind
+
+    @property
+    def repo_url(self) -> str:
+        return self.compiled.repo_url
+
+    @property
+    def error(self) -> str | None:
+        return self.compiled.error
+
+
+@dataclass(frozen=True, slots=True)
+class Warehouse:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    subscriptions: tuple[Subscription, ...]
+
+    @property
+    def problems(self) -> list[Subscription]:
+        return [s for s in self.subscriptions if s.error]
+
+
+def _meta(obj: Mapping[str, Any]) -> tuple[str, str, str, Any]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+            str(meta.get("uid") or ""), meta.get("generation"))
+
+
+def _kind_of(sub: Any) -> str:
+    if isinstance(sub, Mapping):
+        for kind in ("image", "chart", "git"):
+            if isinstance(sub.get(kind), Mapping):
+                return kind
+    return "unknown"
+
+
+def _raw_url(sub: Any, kind: str) -> str:
+    body = sub.get(kind) if isinstance(sub, Mapping) else None
+    url = body.get("repoURL") if isinstance(body, Mapping) else None
+    if not isinstance(url, str):
+        return ""
+    return normalize_chart(url) if kind == "chart" else normalize_image(url)
+
+
+class WarehouseIndex:
+    """Warehouses by normalized subscription URL → namespace → subscriptions."""
+
+    def __init__(self, compiler: Compiler | None = None) -> None:
+        self._compile = compiler or default_compiler()
+        self._warehouses: dict[tuple[str, str], Warehouse] = {}
+        self._fingerprints: dict[tuple[str, str], tuple[str, object]] = {}
+        self._by_url: dict[str, dict[str, dict[tuple[str, int], Subscription]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._warehouses)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._warehouses.values()))
+
+    def get(self, namespace: str, name: str) -> Warehouse | None:
+        return self._warehouses.get((namespace, name))
+
+    def subscribers(self, url: str) -> Mapping[str, Mapping[tuple[str, int], Subscription]]:
+        """Every subscription on ``url`` (normalized), by namespace."""
+        return self._by_url.get(url, {})
+
+    def upsert(self, obj: Mapping[str, Any]) -> Warehouse | None:
+        """Index a Warehouse object; the new entry when it was (re)compiled, else None."""
+        namespace, name, uid, generation = _meta(obj)
+        if not name:
+            return None
+        key = (namespace, name)
+        spec = obj.get("spec") or {}
+        marker: object = generation
+        if not isinstance(generation, int):
+            marker = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
+        if self._fingerprints.get(key) == (uid, marker):
+            return None
+        raw = spec.get("subscriptions") if isinstance(spec, Mapping) else None
+        subs = raw if isinstance(raw, list) else []
+        entry = Warehouse(
+            namespace, name, uid, generation if isinstance(generation, int) else None,
+            tuple(Subscription(namespace, name, i, self._compile_one(s))
+                  for i, s in enumerate(subs)),
+        )
+        self._drop(key)
+        self._warehouses[key] = entry
+        self._fingerprints[key] = (uid, marker)
+        for sub in entry.subscriptions:
+            if sub.repo_url:
+                bucket = self._by_url.setdefault(sub.repo_url, {}).setdefault(namespace, {})
+                bucket[(name, sub.position)] = sub
+        return entry
+
+    def remove(self, namespace: str, name: str) -> bool:
+        return self._drop((namespace, name)) is not None
+
+    def _drop(self, key: tuple[str, str]) -> Warehouse | None:
+        old = self._warehouses.pop(key, None)
+        self._fingerprints.pop(key, None)
+        if old is None:
+            return None
+        for sub in old.subscriptions:
+            by_ns = self._by_url.get(sub.repo_url)
+            if by_ns is None:
+                continue
+            bucket = by_ns.get(old.namespace)
+            if bucket is not None:
+                bucket.pop((old.name, sub.position), None)
+                if not bucket:
+                    del by_ns[old.namespace]
+            if not by_ns:
+                del self._by_url[sub.repo_url]
+        return old
+
+    def _compile_one(self, sub: Any) -> CompiledLike:
+        kind = _kind_of(sub)
+        try:
+            if not isinstance(sub, Mapping):
+                raise ValueError("subscription is not an object")
+            return self._compile(sub)
+        except Exception as exc:  # noqa: BLE001 - one bad subscription stays contained
+            return _Broken(kind, _raw_url(sub, kind), f"cannot compile subscription: {exc}")
+
+
+def event_urls(urls: Iterable[str], repository: str | None = None) -> list[str]:
+    """The normalized forms to look up for an event, re-normalized defensively:
+    producers other than our ingress publish directly and may not normalize."""
+    forms: list[str] = []
+    for url in urls:
+        forms += [url, normalize_image(url), normalize_chart(url)]
+    if repository:
+        forms += repo_urls(repository)
+    return list(dict.fromkeys(u for u in forms if u))
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A Warehouse to refresh: the first matching URL and the qualifying tags."""
+
+    namespace: str
+    name: str
+    repo_url: str
+    tags: tuple[str, ...]
+    positions: tuple[int, ...]
+
+
+def qualifying(sub: Subscription, tags: Iterable[str]) -> list[str]:
+    if sub.error or sub.kind not in PUSHABLE_KINDS:
+        return []
+    return [t for t in tags if sub.compiled.qualify(t).ok]
+
+
+def _in_scope(index: WarehouseIndex, url: str, project: str | None) -> Iterable[Subscription]:
+    by_ns = index.subscribers(url)
+    if project is None:
+        for bucket in by_ns.values():
+            yield from bucket.values()
+    else:
+        yield from by_ns.get(project, {}).values()
+
+
+def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
+          project: str | None) -> list[Match]:
+    """Warehouses to refresh for a push of ``tags`` to any of ``urls`` (normalized)."""
+    tag_list = list(dict.fromkeys(tags))
+    found: dict[tuple[str, str], tuple[str, dict[str, None], list[int]]] = {}
+    for url in urls:
+        for sub in _in_scope(index, url, project):
+            ok = qualifying(sub, tag_list)
+            if not ok:
+                continue
+            key = (sub.namespace, sub.warehouse)
+            if key not in found:
+                found[key] = (url, {}, [])
+            found[key][1].update(dict.fromkeys(ok))
+            found[key][2].append(sub.position)
+    return [Match(ns, name, url, tuple(t), tuple(sorted(p)))
+            for (ns, name), (url, t, p) in found.items()]
+
+
+Outcome = Literal["refresh", "no-qualifying-tag", "out-of-scope", "invalid", "not-applicable"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReport:
+    namespace: str
+    warehouse: str
+    position: int
+    kind: str
+    repo_url: str
+    outcome: Outcome
+    qualifying: tuple[str, ...] = ()
+    rejected: dict[str, str] = field(default_factory=dict)  # tag → why not
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    urls: tuple[str, ...]
+    tags: tuple[str, ...]
+    project: str | None
+    matches: tuple[Match, ...]
+    subscriptions: tuple[SubscriptionReport, ...]
+
+
+def _report(sub: Subscription, tags: list[str], project: str | None) -> SubscriptionReport:
+    base = (sub.namespace, sub.warehouse, sub.position, sub.kind, sub.repo_url)
+    if sub.error:
+        return SubscriptionReport(*base, "invalid", detail=sub.error)
+    if sub.kind not in PUSHABLE_KINDS:
+        return SubscriptionReport(
+            *base, "not-applicable", detail=f"{sub.kind} subscriptions are not refreshed by "
+            "a registry push")
+    ok: list[str] = []
+    rejected: dict[str, str] = {}
+    for tag in tags:
+        verdict = sub.compiled.qualify(tag)
+        if verdict.ok:
+            ok.append(tag)
+        else:
+            rejected[tag] = verdict.reason or "not qualified"
+    if project is not None and sub.namespace != project:
+        return SubscriptionReport(
+            *base, "out-of-scope", tuple(ok), rejected,
+            detail=f"wrong namespace: the event is scoped to project {project!r}")
+    if not ok:
+        detail = "no pushed tag qualifies" if tags else "the push carries no tags"
+        return SubscriptionReport(*base, "no-qualifying-tag", (), rejected, detail=detail)
+    return SubscriptionReport(*base, "refresh", tuple(ok), rejected)
+
+
+def explain(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
+            project: str | None) -> Explanation:
+    """:func:`route`'s answer plus a verdict for every subscription on those URLs,
+    in every namespace (so "wrong namespace" can be told apart from "no match")."""
+    url_list = list(dict.fromkeys(urls))
+    tag_list = list(dict.fromkeys(tags))
+    reports: list[SubscriptionReport] = []
+    seen: set[tuple[str, str, int]] = set()
+    for url in url_list:
+        for sub in _in_scope(index, url, None):
+            key = (sub.namespace, sub.warehouse, sub.position)
+            if key not in seen:
+                seen.add(key)
+                reports.append(_report(sub, tag_list, project))
+    reports.sort(key=lambda r: (r.namespace, r.warehouse, r.position))
+    matches = sorted(route(index, url_list, tag_list, project),
+                     key=lambda m: (m.namespace, m.name))
+    return Explanation(tuple(url_list), tuple(tag_list), project, tuple(matches),
+                       tuple(reports))

@@ -1,0 +1,73 @@
+"""The router's live Warehouse index: an informer feeding a :class:`WarehouseIndex`.
+
+List + watch (with bookmarks, resume, re-list on 410) is the informer's job;
+this module turns its changes into index updates and reports a Warehouse's
+broken subscriptions once per generation — a warning log line and an
+aggregated Kubernetes ``Warning`` Event on the Warehouse — never per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay import metrics
+from pushrelay.kube.events import EventRecorder, ObjectRef
+from pushrelay.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.matching import Compiler, Warehouse, WarehouseIndex
+
+log = logging.getLogger(__name__)
+
+INVALID_REASON = "InvalidSubscription"
+
+
+class LiveIndex:
+    def __init__(
+        self, api: ApiClient, *, recorder: EventRecorder | None = None,
+        compiler: Compiler | None = None, namespace: str | None = None,
+    ) -> None:
+        self.index = WarehouseIndex(compiler)
+        self._recorder = recorder
+        self._informer = Informer(api, WAREHOUSE, self._on_change, namespace=namespace)
+        self.reported = 0  # problems reported (a log line + an Event each)
+
+    @property
+    def synced(self) -> asyncio.Event:
+        return self._informer.synced
+
+    @property
+    def last_error(self) -> str | None:
+        return self._informer.last_error
+
+    async def start(self) -> None:
+        await self._informer.start()
+
+    async def stop(self) -> None:
+        await self._informer.stop()
+
+    def _on_change(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            namespace, name = object_key(obj)
+            self.index.remove(namespace, name)
+        else:
+            entry = self.index.upsert(obj)
+            if entry is not None and entry.problems:
+                self._report(entry)
+        metrics.index_size.set(len(self.index))
+
+    def _report(self, entry: Warehouse) -> None:
+        ref = ObjectRef(WAREHOUSE, entry.namespace, entry.name, entry.uid)
+        for sub in entry.problems:
+            message = (f"subscription {sub.position} ({sub.kind} {sub.repo_url or '?'}) "
+                       f"is skipped: {sub.error}")
+            self.reported += 1
+            log.warning("invalid Warehouse subscription", extra={
+                "warehouse": f"{entry.namespace}/{entry.name}", "generation": entry.generation,
+                "subscription": sub.position, "kind": sub.kind, "error": sub.error,
+            })
+            if self._recorder is not None:
+                self._recorder.record(ref, INVALID_REASON, message, "Warning")

@@ -1,0 +1,281 @@
+"""The router service: push events in, refresh requests out (SPEC sections 5, 6).
+
+One loop, batch by batch: ``getmany`` → route every record against the live
+Warehouse index → send the refresh requests and dead letters → wait for every
+broker ack → commit the batch's offsets. A batch is never committed before its
+effects are durable, so a crash at any point re-delivers (duplicates are
+harmless downstream; loss is impossible).
+
+Several routers share the push-events partitions through one consumer group.
+On a rebalance, revocation waits for the batch in flight to be acknowledged
+and committed (:class:`_Handoff`), so a hand-over produces no duplicates in
+the common case. The consumer joins the group only after the index has been
+listed: an empty index would silently route events to nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay import metrics
+from pushrelay.bus import dead_letter_for, ensure_topics, new_consumer, new_producer
+from pushrelay.events import (
+    Cause,
+    InvalidEvent,
+    PushEvent,
+    RefreshRequest,
+    WarehouseRef,
+    decode_push,
+    encode,
+)
+from pushrelay.kube.client import new_api_client
+from pushrelay.kube.events import EventRecorder
+from pushrelay.matching import Compiler, event_urls, route
+from pushrelay.runtime import Service
+from pushrelay.settings import RouterSettings
+from router.index import LiveIndex
+
+log = logging.getLogger(__name__)
+
+STAGE = "router"
+POLL_MS = 250
+BATCH_RECORDS = 1000
+#: Tags carried in one refresh request's cause (the rest only make it bigger).
+MAX_CAUSE_TAGS = 100
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    topic: str
+    value: bytes
+    key: bytes
+    dead_letter: bool
+
+
+class _Handoff(ConsumerRebalanceListener):
+    """Revocation waits for the batch in flight to be acked and committed."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("push-events partitions assigned",
+                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+
+class RouterService:
+    name = "router"
+
+    def __init__(self, settings: RouterSettings, *, compiler: Compiler | None = None) -> None:
+        self.settings = settings
+        self.crashed = asyncio.Event()
+        self._compiler = compiler
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._api: ApiClient | None = None
+        self._recorder: EventRecorder | None = None
+        self.live: LiveIndex | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
+        self.events = 0  # push events consumed (valid or not)
+        self.requests = 0  # refresh requests acknowledged
+        self.dead_letters = 0  # dead letters acknowledged
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        self._api = await new_api_client(self.settings.kubeconfig)
+        self._recorder = EventRecorder(self._api, "pushrelay-router")
+        await self._recorder.start()
+        self.live = LiveIndex(self._api, recorder=self._recorder, compiler=self._compiler)
+        await self.live.start()
+        self._producer = new_producer(self.settings, client_id="pushrelay-router")
+        await self._producer.start()
+        self._task = asyncio.create_task(self._run(), name="router:consume")
+
+    def readiness(self) -> str | None:
+        if self.live is None or not self.live.synced.is_set():
+            error = self.live.last_error if self.live is not None else None
+            return "warehouse index not synced" + (f": {error}" if error else "")
+        if self._consumer is None:
+            return "consumer not started"
+        return None
+
+    async def stop(self) -> None:
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._stop(), name="router:stop")
+        await asyncio.shield(self._shutdown)
+
+    async def _stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.live is not None:
+            await self.live.stop()
+        if self._recorder is not None:
+            await self._recorder.stop()
+        if self._api is not None:
+            await self._api.close()
+
+    async def _run(self) -> None:
+        try:
+            assert self.live is not None
+            synced = asyncio.create_task(self.live.synced.wait())
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (synced, stopping):
+                waiter.cancel()
+            if self._stopping.is_set():
+                return
+            self._consumer = new_consumer(
+                self.settings, self.settings.push_topic, self.settings.router_group,
+                client_id="pushrelay-router",
+            )
+            self._consumer.subscribe([self.settings.push_topic], listener=_Handoff(self._lock))
+            await self._consumer.start()
+            try:
+                await self._consume(self._consumer)
+            finally:
+                await self._consumer.stop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("router crashed")
+            self.crashed.set()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
+            if not batch:
+                continue
+            async with self._lock:
+                if await self._deliver(self._route_batch(batch)):
+                    await self._commit(consumer, batch)
+
+    def _route_batch(self, batch: dict[TopicPartition, Sequence[Any]]) -> list[_Outgoing]:
+        out: list[_Outgoing] = []
+        for records in batch.values():
+            for record in records:
+                self.events += 1
+                metrics.events_consumed.inc()
+                try:
+                    out += self._route_one(decode_push(record.value))
+                except InvalidEvent as exc:
+                    out.append(self._dead_letter(exc.reason, record))
+                except Exception as exc:  # noqa: BLE001 - a bug must not stall the partition
+                    log.exception("routing failed", extra={"offset": record.offset})
+                    out.append(self._dead_letter(f"routing failed: {exc}", record))
+        return out
+
+    def _route_one(self, event: PushEvent) -> list[_Outgoing]:
+        assert self.live is not None
+        urls = event_urls(event.repo_urls, event.repository)
+        matches = route(self.live.index, urls, event.tags, event.scope.project)
+        metrics.events_matched.inc(len(matches))
+        out = []
+        for match in matches:
+            request = RefreshRequest(
+                warehouse=WarehouseRef(namespace=match.namespace, name=match.name),
+                cause=Cause(event=event.id, repo_url=match.repo_url,
+                            tags=list(match.tags[:MAX_CAUSE_TAGS]), delivery=event.delivery),
+            )
+            out.append(_Outgoing(self.settings.refresh_topic, encode(request), request.key,
+                                 False))
+        if matches or log.isEnabledFor(logging.DEBUG):
+            log.log(logging.INFO if matches else logging.DEBUG, "routed push event", extra={
+                "event": event.id, "delivery": event.delivery, "project": event.scope.project,
+                "repository": event.repository[:256], "warehouses": len(matches)})
+        return out
+
+    def _dead_letter(self, reason: str, record: Any) -> _Outgoing:
+        letter = dead_letter_for(STAGE, reason, record)
+        log.warning("dead-lettering push event", extra={
+            "reason": letter.reason, "partition": record.partition, "offset": record.offset})
+        key = (letter.key or letter.id).encode()
+        return _Outgoing(self.settings.dead_letter_topic, encode(letter), key, True)
+
+    async def _deliver(self, pending: list[_Outgoing]) -> bool:
+        """Send everything and wait for the acks, retrying what failed; False when
+        stopping first (the batch is then left uncommitted, to be re-delivered)."""
+        assert self._producer is not None
+        delay, attempts = 0.1, 0
+        while pending:
+            sent = [(msg, await self._send(msg)) for msg in pending]
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            failed: list[_Outgoing] = []
+            for (msg, _), result in zip(sent, results, strict=True):
+                if not isinstance(result, BaseException):
+                    self._acked(msg)
+                elif isinstance(result, KafkaError) and not result.retriable and \
+                        not msg.dead_letter:
+                    failed.append(self._unsendable(msg, result))
+                elif isinstance(result, KafkaError) and not result.retriable:
+                    log.error("dead letter cannot be produced; dropped",
+                              extra={"error": repr(result)})
+                else:
+                    failed.append(msg)
+            pending = failed
+            if pending:
+                attempts += 1
+                if self._stopping.is_set() and attempts >= 3:
+                    return False
+                log.warning("retrying %d unacknowledged messages", len(pending))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return True
+
+    async def _send(self, msg: _Outgoing) -> asyncio.Future[Any]:
+        assert self._producer is not None
+        try:
+            return await self._producer.send(msg.topic, msg.value, key=msg.key)
+        except Exception as exc:  # noqa: BLE001 - surfaced through the future
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+            return future
+
+    def _acked(self, msg: _Outgoing) -> None:
+        if msg.dead_letter:
+            self.dead_letters += 1
+            metrics.dead_lettered.labels(STAGE).inc()
+        else:
+            self.requests += 1
+            metrics.requests_produced.inc()
+
+    def _unsendable(self, msg: _Outgoing, error: KafkaError) -> _Outgoing:
+        """A refresh request Kafka will never take: keep it, as a dead letter."""
+        letter = dead_letter_for(STAGE, f"refresh request not produced: {error!r}",
+                                 payload=msg.value)
+        return _Outgoing(self.settings.dead_letter_topic, encode(letter), msg.key, True)
+
+    async def _commit(self, consumer: AIOKafkaConsumer,
+                      batch: dict[TopicPartition, Sequence[Any]]) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit refused after a rebalance; the new owner re-routes the batch",
+                        extra={"error": repr(exc)})
+        except KafkaError as exc:
+            # The next batch's commit covers these offsets too.
+            log.warning("commit failed", extra={"error": repr(exc)})
+
+
+def create(settings: RouterSettings, health_services: Sequence[Service] | None = None,
+           ) -> RouterService:
+    """Entry point used by ``pushrelay router`` / ``python -m router``."""
+    return RouterService(settings)
