@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ChangeKind = Literal["ADDED", "MODIFIED", "DELETED"]
 Key = tuple[str, str]  # (namespace or "", name)
 OnChange = Callable[[ChangeKind, dict[str, Any]], None]
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def object_key(obj: dict[str, Any]) -> Key:
@@ -40,7 +41,10 @@ class Informer:
         self, api: ApiClient, resource: Resource, on_change: OnChange, *,
         namespace: str | None = None, watch_seconds: int = 240,
         max_backoff: float = 30.0, label_selector: str | None = None,
+        transform: Transform | None = None,
     ) -> None:
+        """``transform`` (like client-go's SetTransform) trims each object before it
+        is stored and handed on, e.g. to keep only one key of a Secret's data."""
         self._api = api
         self.resource = resource
         self._on_change = on_change
@@ -48,6 +52,7 @@ class Informer:
         self._watch_seconds = watch_seconds
         self._max_backoff = max_backoff
         self._label_selector = label_selector
+        self._transform = transform
         self.store: dict[Key, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         self.last_error: str | None = None
@@ -103,6 +108,8 @@ class Informer:
         for item in listing.get("items") or []:
             item.setdefault("apiVersion", self.resource.api_version)
             item.setdefault("kind", self.resource.kind)
+            if self._transform is not None:
+                item = self._transform(item)
             fresh[object_key(item)] = item
         for key in list(self.store):
             if key not in fresh:
@@ -166,6 +173,8 @@ class Informer:
             return new_version
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return new_version
+        if self._transform is not None:
+            obj = self._transform(obj)
         key = object_key(obj)
         if kind == "DELETED":
             self.store.pop(key, None)
