@@ -1,0 +1,340 @@
+"""compose/: the Compose file is valid Compose, and it runs what pushrelay needs.
+
+There is no Docker engine on the machine these tests run on, so the Compose file
+is checked against the Compose Specification JSON Schema (vendored in
+``tests/data/compose-spec.json``, see its NOTICE) both as written and after
+Compose-style variable interpolation, and its content is checked against the
+project: every ``PUSHRELAY_*`` variable is a real setting, every command is a real
+CLI subcommand, router and refresher can be scaled with ``--scale``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+import yaml
+
+from pushrelay.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
+DOCKERFILE = ROOT / "compose" / "Dockerfile"
+SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
+
+SERVICES = ("ingress", "router", "refresher")
+KUBECONFIG_TARGET = "/etc/pushrelay/kubeconfig"
+
+# Compose interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
+# ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, ${VAR+alt}.
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\})"
+)
+
+
+class MissingVariable(LookupError):
+    pass
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Apply Compose's variable interpolation to every string in ``value``."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group("escaped"):
+            return "$"
+        name = m.group("plain") or m.group("name")
+        op, arg = m.group("op"), m.group("arg") or ""
+        current = env.get(name)
+        unset_or_empty = not current
+        missing = unset_or_empty if op and op.startswith(":") else current is None
+        if op in (":-", "-"):
+            return arg if missing else (current or "")
+        if op in (":?", "?"):
+            if missing:
+                raise MissingVariable(f"{name}: {arg}")
+            return current or ""
+        if op in (":+", "+"):
+            return "" if missing else arg
+        return current or ""
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(SCHEMA_FILE.read_bytes())
+    return data
+
+
+@pytest.fixture(scope="module")
+def validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft201909Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict[str, Any]) -> dict[str, Any]:
+    """The Compose model as ``docker compose config`` would see it with a minimal .env."""
+    env = {"KUBECONFIG_FILE": "/home/user/.kube/pushrelay.kubeconfig", "HOME": "/home/user"}
+    data: dict[str, Any] = interpolate(raw, env)
+    return data
+
+
+def errors(validator: jsonschema.protocols.Validator, document: Any) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def pushrelay_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: compose["services"][name] for name in SERVICES}
+
+
+# --- the Compose Specification -------------------------------------------------------
+
+
+def test_schema_is_the_compose_specification(schema: dict[str, Any]) -> None:
+    assert schema["title"] == "Compose Specification"
+    assert "services" in schema["properties"]
+    assert (SCHEMA_FILE.parent / "compose-spec.LICENSE").read_text().startswith(
+        "\n                                 Apache License"
+    )
+
+
+def test_compose_file_validates_as_written(
+    validator: jsonschema.protocols.Validator, raw: dict[str, Any]
+) -> None:
+    assert errors(validator, raw) == []
+
+
+def test_compose_file_validates_after_interpolation(
+    validator: jsonschema.protocols.Validator, compose: dict[str, Any]
+) -> None:
+    assert errors(validator, compose) == []
+
+
+def test_compose_file_validates_with_every_override_set(
+    validator: jsonschema.protocols.Validator, raw: dict[str, Any]
+) -> None:
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    env = {name: "1" for name in names} | {
+        "KUBECONFIG_FILE": "./kubeconfig", "PUSHRELAY_INGRESS_HOST_PORTS": "9080-9081",
+        "PUSHRELAY_BASE_URL": "https://relay.example.com", "PUSHRELAY_IMAGE": "pushrelay:0.1.0",
+        "KAFKA_IMAGE": "apache/kafka:3.9.1",
+    }
+    assert errors(validator, interpolate(raw, env)) == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "where"),
+    [
+        (lambda c: c["services"]["router"].update(imagee="typo"), "services/router"),
+        (lambda c: c["services"]["kafka"]["healthcheck"].update(retries="many"),
+         "services/kafka/healthcheck/retries"),
+        (lambda c: c["services"]["ingress"]["depends_on"]["kafka"].update(condition="up"),
+         "services/ingress/depends_on"),
+        (lambda c: c.update(servics={}), "<root>"),
+    ],
+    ids=["unknown-service-key", "wrong-type", "bad-enum", "unknown-top-level-key"],
+)
+def test_schema_rejects_broken_compose_files(
+    validator: jsonschema.protocols.Validator, compose: dict[str, Any], mutation: Any, where: str
+) -> None:
+    """The validator really validates: a broken copy of our own file fails, at the right spot."""
+    broken = copy.deepcopy(compose)
+    mutation(broken)
+    found = errors(validator, broken)
+    assert found, "a broken Compose file passed validation"
+    assert any(e.startswith(where) for e in found), found
+
+
+def test_interpolation_requires_a_kubeconfig(raw: dict[str, Any]) -> None:
+    with pytest.raises(MissingVariable, match="KUBECONFIG_FILE"):
+        interpolate(raw, {})
+
+
+def test_interpolation_helper() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    text = "$$SET ${SET} $SET ${NOPE:-d} ${EMPTY:-d} ${EMPTY-d}"
+    assert interpolate(text, env) == "$SET x x d d "
+    assert interpolate("${SET:+alt}${NOPE:+alt}", env) == "alt"
+    with pytest.raises(MissingVariable):
+        interpolate("${EMPTY:?need it}", env)
+
+
+# --- what the stack runs ---------------------------------------------------------------
+
+
+def test_stack_has_kafka_and_the_three_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"kafka", *SERVICES}
+
+
+def test_kafka_is_single_node_kraft(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert not any("ZOOKEEPER" in k for k in env)
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    # kafka-storage format needs a base64url-encoded 16-byte cluster id.
+    cluster_id = env["CLUSTER_ID"]
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        assert env[key] == "1"
+    assert kafka["healthcheck"]["test"]
+    # the data directory is a named volume, not the container's writable layer
+    assert any(str(v).endswith(":" + env["KAFKA_LOG_DIRS"]) for v in kafka["volumes"])
+    assert any(str(p).startswith("127.0.0.1:") for p in kafka.get("ports", []))
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_runs_its_own_cli_command(compose: dict[str, Any], name: str) -> None:
+    from pushrelay.cli.main import build_parser
+
+    service = compose["services"][name]
+    assert service["command"] == [name]
+    # ENTRYPOINT ["pushrelay"] + command must be a real subcommand.
+    args = build_parser().parse_args(service["command"])
+    assert getattr(args, "func", None) is not None
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_waits_for_healthy_kafka_and_has_a_healthcheck(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+    assert service["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    test = service["healthcheck"]["test"]
+    port = "8080" if name == "ingress" else str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
+    assert f"http://127.0.0.1:{port}/readyz" in " ".join(test)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_is_scalable(compose: dict[str, Any], name: str) -> None:
+    """``docker compose up --scale NAME=3`` needs no fixed name and no fixed host port."""
+    service = compose["services"][name]
+    assert "container_name" not in service
+    assert "hostname" not in service
+    for port in service.get("ports", []):
+        spec = str(port)
+        parts = spec.rsplit(":", 1)
+        if len(parts) == 1:
+            continue  # container port only: an ephemeral host port per replica
+        host = parts[0].rsplit(":", 1)[-1]
+        assert "-" in host, f"{name}: fixed host port {spec!r} cannot scale"
+    if name != "ingress":
+        assert "ports" not in service
+
+
+def test_ingress_is_published(compose: dict[str, Any]) -> None:
+    ports = [str(p) for p in compose["services"]["ingress"]["ports"]]
+    assert ports == ["8080-8084:8080"]
+    assert str(compose["services"]["ingress"]["environment"]["PUSHRELAY_INGRESS_PORT"]) == "8080"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_reaches_kubernetes_through_a_read_only_kubeconfig(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+    assert service["environment"]["KUBECONFIG"] == KUBECONFIG_TARGET
+    mounts = [v for v in service["volumes"] if isinstance(v, dict)]
+    kubeconfig = [v for v in mounts if v["target"] == KUBECONFIG_TARGET]
+    assert len(kubeconfig) == 1
+    assert kubeconfig[0]["type"] == "bind"
+    assert kubeconfig[0]["read_only"] is True
+    assert kubeconfig[0]["source"] == "/home/user/.kube/pushrelay.kubeconfig"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_settings_are_real_settings(compose: dict[str, Any], name: str) -> None:
+    env = compose["services"][name]["environment"]
+    known = {f"PUSHRELAY_{field.upper()}" for field in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith("PUSHRELAY_") and k not in known)
+    assert unknown == []
+    assert env["PUSHRELAY_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    # and the values parse: the same validation the service runs at start
+    values = {k: str(v) for k, v in env.items() if k.startswith("PUSHRELAY_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PUSHRELAY_")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in set(os.environ) - set(clean):
+            mp.delenv(key)
+        for key, value in values.items():
+            mp.setenv(key, value)
+        settings = Settings()
+    assert settings.kafka_bootstrap == "kafka:9092"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_is_hardened(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    uid = service["user"].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    assert service.get("privileged", False) is False
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_builds_from_the_dockerfile(compose: dict[str, Any], name: str) -> None:
+    build = compose["services"][name]["build"]
+    assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+    assert (COMPOSE_FILE.parent / build["context"] / "pyproject.toml").is_file()
+
+
+# --- the image ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_is_slim_python_311_non_root() -> None:
+    instructions = dockerfile_instructions()
+    args = {v.split("=", 1)[0]: v.split("=", 1)[1] for k, v in instructions if k == "ARG"}
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    stages = [v for k, v in instructions if k == "FROM"]
+    assert stages[-1] == "${PYTHON_IMAGE}"
+    users = [v for k, v in instructions if k == "USER"]
+    assert users, "the image must not run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (runAsNonRoot)"
+    assert any(k == "RUN" and "pip install" in v for k, v in instructions)
+    entrypoint = [orjson.loads(v) for k, v in instructions if k == "ENTRYPOINT"]
+    assert entrypoint == [["pushrelay"]]
+
+
+def test_dockerfile_user_matches_the_compose_and_kubernetes_default(
+    compose: dict[str, Any],
+) -> None:
+    uid = [v for k, v in dockerfile_instructions() if k == "USER"][-1]
+    assert compose["services"]["ingress"]["user"] == uid
