@@ -1,0 +1,98 @@
+"""Router pieces that need no broker: record → outgoing messages, reporting once."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from aiokafka import ConsumerRecord, TopicPartition
+
+from pushrelay.events import PushEvent, Scope, decode_dead_letter, decode_refresh, encode
+from pushrelay.kube.events import EventRecorder
+from pushrelay.settings import RouterSettings
+from router.index import INVALID_REASON, LiveIndex
+from router.service import MAX_CAUSE_TAGS, RouterService
+from tests.unit.test_router_index import Counter, image, wh
+
+URL = "quay.io/ns/repo"
+
+
+def record(value: bytes | None, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="pushrelay.push-events", partition=0, offset=offset, timestamp=0,
+        timestamp_type=0, key=b"k", value=value, checksum=None, serialized_key_size=1,
+        serialized_value_size=len(value or b""), headers=(),
+    )
+
+
+def service() -> RouterService:
+    svc = RouterService(RouterSettings(), compiler=Counter())
+    svc.live = LiveIndex(cast(Any, None), compiler=Counter())
+    for obj in (wh("a", "w1", image(URL)), wh("b", "w2", image(URL, ["v1"]))):
+        svc.live._on_change("ADDED", obj)
+    return svc
+
+
+def push(project: str | None, tags: list[str], url: str = URL) -> bytes:
+    return encode(PushEvent(repository=url, repo_urls=[url], tags=tags, delivery="d1",
+                            scope=Scope(project=project)))
+
+
+def test_route_batch_requests_and_dead_letters() -> None:
+    svc = service()
+    raw = [push(None, ["v1"]), push("a", ["v2"]), b"not json", b"[]",
+           orjson.dumps({"schema": "pushrelay.push/v9"}), None,
+           orjson.dumps({"schema": "pushrelay.push/v1", "repository": "x",
+                         "repo_urls": ["x"], "tags": "v1"})]
+    batch = {TopicPartition("t", 0): [record(v, i) for i, v in enumerate(raw)]}
+    out = svc._route_batch(batch)
+    requests = [decode_refresh(m.value) for m in out if not m.dead_letter]
+    letters = [decode_dead_letter(m.value) for m in out if m.dead_letter]
+    assert sorted(str(r.warehouse) for r in requests) == ["a/w1", "a/w1", "b/w2"]
+    assert all(m.key == str(decode_refresh(m.value).warehouse).encode()
+               for m in out if not m.dead_letter)
+    assert requests[0].cause.delivery == "d1" and requests[0].cause.repo_url == URL
+    assert [d.offset for d in letters] == [2, 3, 4, 5, 6]
+    assert "not JSON" in letters[0].reason
+    assert "unknown schema" in letters[2].reason
+    assert "tags" in letters[4].reason
+    assert all(d.stage == "router" for d in letters)
+    assert svc.events == 7
+
+
+def test_unnormalized_producer_urls_still_match() -> None:
+    svc = service()
+    raw = encode(PushEvent(repository="Quay.io/NS/Repo:v1", repo_urls=["QUAY.IO/ns/repo"],
+                           tags=["v1"]))
+    out = svc._route_batch({TopicPartition("t", 0): [record(raw)]})
+    assert len(out) == 2
+
+
+def test_cause_tags_are_capped() -> None:
+    svc = service()
+    tags = [f"t{i}" for i in range(MAX_CAUSE_TAGS * 3)]
+    out = svc._route_batch({TopicPartition("t", 0): [record(push("a", tags))]})
+    assert len(decode_refresh(out[0].value).cause.tags) == MAX_CAUSE_TAGS
+
+
+def test_problems_reported_once_per_generation() -> None:
+    recorder = EventRecorder(cast(Any, None), "test")
+    live = LiveIndex(cast(Any, None), recorder=recorder, compiler=Counter())
+    bad = wh("a", "bad", image(URL, allowTags="^v"), image(URL))
+    live._on_change("ADDED", bad)
+    live._on_change("MODIFIED", bad)  # e.g. a status update: same generation
+    assert live.reported == 1
+    (pending,) = recorder._pending.values()
+    assert pending.reason == INVALID_REASON and pending.type == "Warning"
+    assert pending.count == 1 and pending.ref.name == "bad"
+    live._on_change("MODIFIED", wh("a", "bad", image(URL, allowTags="^v"), gen=2))
+    assert live.reported == 2
+    live._on_change("DELETED", bad)
+    assert len(live.index) == 0
+
+
+async def test_stop_is_idempotent_before_start() -> None:
+    svc = RouterService(RouterSettings(), compiler=Counter())
+    await svc.stop()
+    await svc.stop()
+    assert svc.readiness() is not None
