@@ -36,8 +36,10 @@ class ObjectRef:
     def as_involved(self) -> dict[str, Any]:
         ref = {
             "apiVersion": self.resource.api_version, "kind": self.resource.kind,
-            "namespace": self.namespace, "name": self.name,
+            "name": self.name,
         }
+        if self.resource.namespaced:  # a cluster-scoped object's Events live in "default"
+            ref["namespace"] = self.namespace
         if self.uid:
             ref["uid"] = self.uid
         return ref
