@@ -82,14 +82,11 @@ class Subscription:
     warehouse: str
     position: int  # index in spec.subscriptions
     compiled: CompiledLike
+    repo_url: str  # normalized, as indexed
 
     @property
     def kind(self) -> str:
         return self.compiled.kind
-
-    @property
-    def repo_url(self) -> str:
-        return self.compiled.repo_url
 
     @property
     def error(self) -> str | None:
@@ -126,7 +123,12 @@ def _kind_of(sub: Any) -> str:
 def _raw_url(sub: Any, kind: str) -> str:
     body = sub.get(kind) if isinstance(sub, Mapping) else None
     url = body.get("repoURL") if isinstance(body, Mapping) else None
-    if not isinstance(url, str):
+    return url if isinstance(url, str) else ""
+
+
+def normalize_url(kind: str, url: str) -> str:
+    """A subscription's repoURL as the index keys it (Kargo's normalization)."""
+    if not url:
         return ""
     return normalize_chart(url) if kind == "chart" else normalize_image(url)
 
@@ -169,8 +171,7 @@ class WarehouseIndex:
         subs = raw if isinstance(raw, list) else []
         entry = Warehouse(
             namespace, name, uid, generation if isinstance(generation, int) else None,
-            tuple(Subscription(namespace, name, i, self._compile_one(s))
-                  for i, s in enumerate(subs)),
+            tuple(self._subscription(namespace, name, i, s) for i, s in enumerate(subs)),
         )
         self._drop(key)
         self._warehouses[key] = entry
@@ -201,6 +202,12 @@ class WarehouseIndex:
             if not by_ns:
                 del self._by_url[sub.repo_url]
         return old
+
+    def _subscription(self, namespace: str, name: str, position: int,
+                      sub: Any) -> Subscription:
+        compiled = self._compile_one(sub)
+        return Subscription(namespace, name, position, compiled,
+                            normalize_url(compiled.kind, compiled.repo_url))
 
     def _compile_one(self, sub: Any) -> CompiledLike:
         kind = _kind_of(sub)

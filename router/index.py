@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 INVALID_REASON = "InvalidSubscription"
 
 
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion")
+
+
+def trim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Keep what routing needs: 10,000 Warehouses' status and managedFields
+    would otherwise dominate the router's memory."""
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    meta = meta if isinstance(meta, dict) else {}
+    subs = spec.get("subscriptions") if isinstance(spec, dict) else None
+    return {"metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+            "spec": {"subscriptions": subs if isinstance(subs, list) else []}}
+
+
 class LiveIndex:
     def __init__(
         self, api: ApiClient, *, recorder: EventRecorder | None = None,
@@ -32,7 +46,8 @@ class LiveIndex:
     ) -> None:
         self.index = WarehouseIndex(compiler)
         self._recorder = recorder
-        self._informer = Informer(api, WAREHOUSE, self._on_change, namespace=namespace)
+        self._informer = Informer(api, WAREHOUSE, self._on_change, namespace=namespace,
+                                  transform=trim)
         self.reported = 0  # problems reported (a log line + an Event each)
 
     @property

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from pushrelay.matching import WarehouseIndex, event_urls, explain, route
-from pushrelay.normalize import normalize_chart, normalize_image
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,10 @@ class Counter:
                 body = sub[kind]
                 if body.get("boom"):
                     raise RuntimeError("compiler bug")
-                url = body["repoURL"]
-                norm = normalize_chart(url) if kind == "chart" else normalize_image(url)
+                url = body["repoURL"]  # raw, as pushrelay.qualifiers gives it
                 allow = body.get("allow")
                 error = "deprecated field allowTags" if "allowTags" in body else None
-                return Fake(kind, norm, error, frozenset(allow) if allow is not None else None)
+                return Fake(kind, url, error, frozenset(allow) if allow is not None else None)
         raise ValueError("no kind")
 
 
@@ -107,6 +105,14 @@ def test_without_generation_the_spec_is_the_fingerprint(index: WarehouseIndex,
     index.upsert(wh("a", "w", image("quay.io/ns/other"), gen=None))
     assert compiler.calls == 2
     assert not route(index, [URL], ["x"], None)
+
+
+def test_subscription_urls_are_normalized(index: WarehouseIndex) -> None:
+    index.upsert(wh("a", "w", image("Quay.IO/ns/repo:latest"),
+                    {"chart": {"repoURL": "OCI://quay.io/ns/repo", "name": "repo"}}))
+    index.upsert(wh("a", "hub", image("docker.io/library/nginx")))
+    assert route(index, [URL], ["t"], None)[0].positions == (0, 1)
+    assert names(route(index, ["nginx"], ["t"], None)) == {"a/hub"}
 
 
 def test_spec_change_moves_the_warehouse_between_urls(index: WarehouseIndex) -> None:

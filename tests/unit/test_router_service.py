@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pushrelay.events import PushEvent, Scope, decode_dead_letter, decode_refresh, encode
 from pushrelay.kube.events import EventRecorder
 from pushrelay.settings import RouterSettings
-from router.index import INVALID_REASON, LiveIndex
+from router.index import INVALID_REASON, LiveIndex, trim
 from router.service import MAX_CAUSE_TAGS, RouterService
 from tests.unit.test_router_index import Counter, image, wh
 
@@ -96,3 +96,14 @@ async def test_stop_is_idempotent_before_start() -> None:
     await svc.stop()
     await svc.stop()
     assert svc.readiness() is not None
+
+
+def test_trim_keeps_what_routing_needs() -> None:
+    obj = wh("a", "w", image(URL))
+    obj["metadata"]["managedFields"] = [{"big": "x" * 1000}]
+    obj["status"] = {"lastFreight": "x" * 1000}
+    small = trim(obj)
+    assert small["spec"] == obj["spec"]
+    assert set(small["metadata"]) == {"namespace", "name", "uid", "generation"}
+    assert trim({"metadata": None, "spec": "junk"}) == {"metadata": {},
+                                                       "spec": {"subscriptions": []}}
