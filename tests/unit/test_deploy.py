@@ -35,6 +35,7 @@ ALLOWED: dict[str, set[tuple[str, str, str]]] = {
         (KARGO, "projectconfigs/status", "patch"), (KARGO, "projectconfigs/status", "update"),
         (KARGO, "clusterconfigs", "get"), (KARGO, "clusterconfigs", "list"),
         (KARGO, "clusterconfigs", "watch"),
+        (KARGO, "clusterconfigs/status", "patch"), (KARGO, "clusterconfigs/status", "update"),
         ("", "secrets", "list"), ("", "secrets", "watch"),
         *CORE_EVENTS,
     },
