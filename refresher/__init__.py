@@ -1,0 +1,1 @@
+"""The refresher: coalesced, rate-limited, at-least-once Warehouse refresh patches."""

@@ -1,0 +1,196 @@
+"""The refresh scheduler: coalescing + write budget + retries, no Kafka.
+
+Requests are :meth:`Engine.submit`-ted as items keyed by Warehouse. One
+scheduler task claims due Warehouses from the :class:`Coalescer` in due order,
+waits for a token from the global :class:`TokenBucket`, then starts the patch
+in its own task (at most ``concurrency`` at once), so a Warehouse in backoff
+or a slow patch never blocks the others. Outcomes go to a :class:`Sink`:
+satisfied, dropped (404), rejected (403/422: dead-letter) — or, for transient
+errors, the items return to the coalescer, due after a jittered backoff that
+honours ``Retry-After`` (a 429 also pauses the whole budget for that long).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pushrelay.events import RefreshRequest, WarehouseRef
+from pushrelay.kube.errors import KubeError, classify
+from refresher.backoff import Backoff
+from refresher.bucket import TokenBucket
+from refresher.coalescer import Coalescer
+from refresher.patcher import Outcome, Patched, outcome_of
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One consumed refresh request and where it came from."""
+
+    request: RefreshRequest
+    ticket: Any  # a watermark Ticket; opaque here
+    raw: bytes | None = None
+    key: bytes | None = None
+
+    @property
+    def warehouse(self) -> WarehouseRef:
+        return self.request.warehouse
+
+
+class Sink(Protocol):
+    def alive(self, item: Item) -> bool: ...
+    async def satisfied(self, ref: WarehouseRef, items: list[Item], patched: Patched,
+                        seconds: float) -> None: ...
+    async def dropped(self, ref: WarehouseRef, items: list[Item], error: KubeError) -> None: ...
+    async def rejected(self, ref: WarehouseRef, items: list[Item], error: KubeError) -> bool: ...
+    def retrying(self, ref: WarehouseRef, items: list[Item], error: KubeError,
+                 delay: float) -> None: ...
+
+
+Refresh = Callable[[WarehouseRef], Awaitable[Patched]]
+
+
+class Engine:
+    def __init__(
+        self, *, refresh: Refresh, sink: Sink, interval: float, bucket: TokenBucket,
+        backoff: Backoff, concurrency: int = 32, clock: Clock = time.monotonic,
+    ) -> None:
+        self._refresh = refresh
+        self._sink = sink
+        self._bucket = bucket
+        self._backoff = backoff
+        self._clock = clock
+        self._co: Coalescer[WarehouseRef, Item] = Coalescer(interval)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._last_prune = clock()
+        self.patches_started = 0
+
+    # ---- feeding -------------------------------------------------------------
+    def submit(self, item: Item) -> None:
+        self._co.add(item.warehouse, item, self._clock())
+        self._wake.set()
+
+    def discard(self, predicate: Callable[[Item], bool]) -> list[Item]:
+        """Forget pending items (their partition was revoked)."""
+        return self._co.discard(predicate)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def pending(self) -> int:
+        return self._co.pending_total()
+
+    # ---- lifecycle -----------------------------------------------------------
+    def start(self) -> asyncio.Task[None]:
+        """Start the scheduler; the caller owns (and watches) the returned task."""
+        if self._scheduler is None:
+            self._scheduler = asyncio.create_task(self._schedule(), name="refresher:scheduler")
+        return self._scheduler
+
+    async def stop(self, drain_timeout: float) -> int:
+        """Stop starting patches; let running ones finish within ``drain_timeout``.
+
+        Returns how many were cancelled (their requests stay uncommitted and are
+        consumed again by the next owner). Idempotent.
+        """
+        task, self._scheduler = self._scheduler, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        running = set(self._tasks)
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, drain_timeout))
+        left = [t for t in running if not t.done()]
+        for t in left:
+            t.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        return len(left)
+
+    # ---- scheduling ----------------------------------------------------------
+    async def _claim(self) -> WarehouseRef:
+        while True:
+            self._wake.clear()
+            now = self._clock()
+            if now - self._last_prune > 60:
+                self._co.prune(now)
+                self._last_prune = now
+            key = self._co.pop_due(now)
+            if key is not None:
+                return key
+            due = self._co.next_due()
+            try:
+                async with asyncio.timeout(None if due is None else max(0.0, due - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _schedule(self) -> None:
+        while True:
+            await self._sem.acquire()
+            key: WarehouseRef | None = None
+            try:
+                key = await self._claim()
+                await self._bucket.acquire()
+            except BaseException:
+                self._sem.release()
+                if key is not None:
+                    self._co.release(key)
+                raise
+            items = self._co.start(key, self._clock())
+            alive = [i for i in items if self._sink.alive(i)]
+            if not alive:
+                self._bucket.refund()
+                self._co.release(key)
+                self._sem.release()
+                continue
+            self.patches_started += 1
+            task = asyncio.create_task(self._attempt(key, alive), name=f"refresh:{key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, key: WarehouseRef, items: list[Item]) -> None:
+        started = self._clock()
+        try:
+            try:
+                patched = await self._refresh(key)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified
+                await self._failed(key, items, classify(exc))
+                return
+            self._co.succeeded(key, self._clock())
+            await self._sink.satisfied(key, items, patched, self._clock() - started)
+        except Exception:  # noqa: BLE001 - a sink bug must not kill the scheduler
+            log.exception("refresh bookkeeping failed", extra={"warehouse": str(key)})
+        finally:
+            self._sem.release()
+            self._wake.set()
+
+    async def _failed(self, key: WarehouseRef, items: list[Item], error: KubeError) -> None:
+        outcome = outcome_of(error)
+        if outcome is Outcome.DROP:
+            self._co.settled(key)
+            await self._sink.dropped(key, items, error)
+            return
+        if outcome is Outcome.REJECT:
+            if await self._sink.rejected(key, items, error):
+                self._co.settled(key)
+                return
+        attempt = self._co.failures(key) + 1
+        delay = self._backoff.delay(attempt, error.retry_after)
+        if error.status == 429 and error.retry_after:
+            self._bucket.pause(error.retry_after)
+        alive = [i for i in items if self._sink.alive(i)]
+        self._co.failed(key, alive, self._clock() + delay)
+        self._sink.retrying(key, alive, error, delay)

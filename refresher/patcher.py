@@ -1,0 +1,113 @@
+"""The refresh patch itself, and what each API error means for it.
+
+A refresh is a JSON merge patch of
+``metadata.annotations["kargo.akuity.io/refresh"]`` to an RFC 3339 timestamp
+with nanoseconds, unique per patch (strictly increasing within a process), so
+Kargo's controller always sees a new value. Errors arrive already classified
+(:class:`pushrelay.kube.errors.KubeError`); :func:`outcome_of` turns them into
+what the refresher does: retry, drop, or dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.events import WarehouseRef
+from pushrelay.kube.client import merge_patch
+from pushrelay.kube.errors import Action, KubeError, classify
+from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
+
+
+def rfc3339_nanos(ns: int) -> str:
+    """``ns`` since the epoch as ``2006-01-02T15:04:05.999999999Z`` (always 9 digits)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+class Stamper:
+    """Refresh values: wall-clock nanoseconds, strictly increasing per process."""
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._last = 0
+
+    def next(self) -> str:
+        ns = max(self._clock_ns(), self._last + 1)
+        self._last = ns
+        return rfc3339_nanos(ns)
+
+
+def refresh_patch(value: str) -> dict[str, Any]:
+    return {"metadata": {"annotations": {REFRESH_ANNOTATION: value}}}
+
+
+@dataclass(frozen=True)
+class Patched:
+    value: str  # the annotation written
+    uid: str
+    resource_version: str
+
+
+class Outcome(Enum):
+    RETRY = "retry"  # transient: back off, keep the requests
+    DROP = "drop"  # the Warehouse is gone: the requests are done, counted
+    REJECT = "reject"  # will never succeed: dead-letter the requests with the reason
+
+
+def outcome_of(error: KubeError) -> Outcome:
+    if error.action is Action.DROP:
+        return Outcome.DROP
+    if error.action is Action.REJECT:
+        return Outcome.REJECT
+    return Outcome.RETRY  # RETRY, and RELIST (meaningless for a patch)
+
+
+def retry_reason(error: KubeError) -> str:
+    """A low-cardinality metric label for a retried attempt."""
+    status = error.status
+    if status == 429:
+        return "429"
+    if status is not None and status >= 500:
+        return "5xx"
+    if status == 409:
+        return "409"
+    text = error.reason.lower()
+    if "timeout" in text:
+        return "timeout"
+    return "connection" if not status else "other"
+
+
+class Patcher:
+    """Refreshes Warehouses through one API client."""
+
+    def __init__(
+        self, api: ApiClient, *, timeout: float = 10.0, stamper: Stamper | None = None
+    ) -> None:
+        self._api = api
+        self._timeout = timeout
+        self._stamper = stamper or Stamper()
+
+    async def refresh(self, ref: WarehouseRef) -> Patched:
+        """Patch the refresh annotation once; errors are :class:`KubeError`."""
+        value = self._stamper.next()
+        try:
+            async with asyncio.timeout(self._timeout + 5):  # belt and braces
+                obj = await merge_patch(
+                    self._api, WAREHOUSE, ref.name, refresh_patch(value),
+                    namespace=ref.namespace, request_timeout=self._timeout,
+                )
+        except TimeoutError as exc:
+            raise KubeError(Action.RETRY, f"timeout: {exc}") from exc
+        except KubeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated once, here
+            raise classify(exc) from exc
+        meta = obj.get("metadata") or {}
+        return Patched(value, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
