@@ -124,11 +124,24 @@ def _build(
         _run(component, [go, "mod", "tidy"], work, log, env)
         tmp = out.with_name(out.name + ".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
-        _run(component, [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), package],
+        ldflags = " ".join(["-s", "-w", *_version_ldflags(name, version)])
+        _run(component, [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp), package],
              work, log, env)
         tmp.replace(out)
         progress(f"built {name} {version} in {time.monotonic() - started:.0f}s -> {out}")
     return out
+
+
+def _version_ldflags(name: str, version: str) -> list[str]:
+    """Stamp the release into /version (``make`` does this from git; we have no git)."""
+    if name != "kube-apiserver":
+        return []
+    major, minor = version.removeprefix("v").split(".")[:2]
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}",
+                  f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean"]
+    return flags
 
 
 def ensure_kube_apiserver(progress: Progress, version: str = KUBERNETES_VERSION) -> Path:

@@ -9,7 +9,9 @@ throwaway pom (``kafka-pom.xml`` beside this file) into
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import logging
 import shutil
 import subprocess
 import time
@@ -126,7 +128,7 @@ def format_storage(libs: Path, paths: StatePaths) -> None:
     log = paths.log(COMPONENT)
     cluster_id = _cluster_id()
     argv = [*_jvm(libs, paths), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(paths.kafka_config), "--ignore-formatted"]
+            f"--cluster-id={cluster_id}", "-c", str(paths.kafka_config), "--ignore-formatted"]
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
         out.flush()
@@ -137,10 +139,12 @@ def format_storage(libs: Path, paths: StatePaths) -> None:
 
 
 def _cluster_id() -> str:
-    # Kafka cluster ids are 16 bytes, URL-safe base64 without padding (22 chars).
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # 16 random bytes, URL-safe base64 without padding (22 chars), like Kafka's
+    # own Uuid; one starting with "-" would read as an option, so draw again.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def start(libs: Path, paths: StatePaths, port: int) -> procs.ProcRecord:
@@ -153,6 +157,10 @@ def start(libs: Path, paths: StatePaths, port: int) -> procs.ProcRecord:
 
 async def _metadata(bootstrap: str) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
+
+    # "Unable connect" while the broker boots is expected; keep it off stderr
+    # unless the application configured logging itself.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:

@@ -89,6 +89,7 @@ class Devstack:
             "KUBECONFIG": str(self.paths.kubeconfig),
             "PUSHRELAY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "PUSHRELAY_WRITE_STATUS": "true",
+            "PUSHRELAY_DEVSTACK_DIR": str(self.paths.root),
         }
 
     def up(self) -> dict[str, str]:

@@ -1,0 +1,116 @@
+"""``pushrelay devstack up | down | env | status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pushrelay.devstack.errors import DevstackError
+from pushrelay.devstack.stack import Devstack
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "devstack",
+        help="real etcd + kube-apiserver + Kafka on loopback",
+        description="Run a real etcd, kube-apiserver and Kafka (KRaft) on 127.0.0.1. "
+        "Binaries are built/resolved once into ~/.cache/pushrelay (PUSHRELAY_CACHE_DIR).",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="state directory (env PUSHRELAY_DEVSTACK_DIR; default ~/.cache/pushrelay/devstack)",
+    )
+
+    def _help(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=_help)
+    sub = parser.add_subparsers(dest="devstack_command", metavar="ACTION")
+
+    up = sub.add_parser("up", help="build what is missing, start what is not running")
+    up.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=None,
+        metavar="FLAG",
+        help="extra kube-apiserver flag, repeatable (default: env "
+        "PUSHRELAY_DEVSTACK_APISERVER_ARGS)",
+    )
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="stop the processes `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete the state directory")
+    down.set_defaults(func=_down)
+
+    env = sub.add_parser("env", help="print `export KUBECONFIG=... PUSHRELAY_KAFKA_BOOTSTRAP=...`")
+    env.set_defaults(func=_env)
+
+    status = sub.add_parser("status", help="each component's pid, port and health")
+    status.set_defaults(func=_status)
+
+
+def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:
+    return Devstack(args.state_dir, apiserver_args=apiserver_args)
+
+
+def _fail(exc: DevstackError) -> int:
+    print(f"devstack: error: {exc}", file=sys.stderr)
+    tail = exc.tail()
+    if tail:
+        print(f"--- last lines of {exc.log} ---\n{tail}", file=sys.stderr)
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    stack = _stack(args, args.apiserver_arg)
+    was_healthy = stack.paths.run.is_dir() and stack.healthy()
+    try:
+        stack.up()
+    except DevstackError as exc:
+        return _fail(exc)
+    if was_healthy:
+        print("devstack: already running", file=sys.stderr)
+    _print_status(stack)
+    print(f"\n# eval \"$(pushrelay devstack env)\"   (or: source {stack.paths.env_file})")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    try:
+        stopped = stack.down(purge=args.purge)
+    except DevstackError as exc:
+        return _fail(exc)
+    print(f"devstack: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    if not stack.paths.env_file.is_file():
+        print(f"devstack: not set up in {stack.paths.root}; run `pushrelay devstack up`",
+              file=sys.stderr)
+        return 1
+    sys.stdout.write(stack.paths.env_file.read_text())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    return 0 if _print_status(stack) else 1
+
+
+def _print_status(stack: Devstack) -> bool:
+    rows = stack.status()
+    print(f"{'COMPONENT':<16}{'PID':>8}  {'PORT':>6}  {'STATE':<10}LOG")
+    for s in rows:
+        state = "healthy" if s.healthy else ("unhealthy" if s.running else "stopped")
+        pid = str(s.pid) if s.running else "-"
+        port = str(s.port) if s.port else "-"
+        print(f"{s.name:<16}{pid:>8}  {port:>6}  {state:<10}{s.log}")
+    print(f"state dir: {stack.paths.root}")
+    return all(s.healthy for s in rows)
