@@ -28,6 +28,8 @@ from pushrelay.normalize import normalize_chart, normalize_image, repo_urls
 
 #: Kinds of subscription a registry push can refresh (``git`` is indexed only).
 PUSHABLE_KINDS = frozenset({"image", "chart"})
+#: Distinct compiled subscriptions kept for sharing (oldest dropped first).
+COMPILE_CACHE_SIZE = 16384
 
 
 class VerdictLike(Protocol):
@@ -141,6 +143,7 @@ class WarehouseIndex:
         self._warehouses: dict[tuple[str, str], Warehouse] = {}
         self._fingerprints: dict[tuple[str, str], tuple[str, object]] = {}
         self._by_url: dict[str, dict[str, dict[tuple[str, int], Subscription]]] = {}
+        self._cache: dict[bytes, CompiledLike] = {}
 
     def __len__(self) -> int:
         return len(self._warehouses)
@@ -210,11 +213,21 @@ class WarehouseIndex:
                             normalize_url(compiled.kind, compiled.repo_url))
 
     def _compile_one(self, sub: Any) -> CompiledLike:
+        """Compile, sharing the result between identical subscriptions (the same
+        repository and rules in dev/staging/prod Warehouses): compiled
+        subscriptions are immutable, and parsing constraints is the slow part."""
         kind = _kind_of(sub)
         try:
             if not isinstance(sub, Mapping):
                 raise ValueError("subscription is not an object")
-            return self._compile(sub)
+            key = orjson.dumps(sub, option=orjson.OPT_SORT_KEYS, default=str)
+            compiled = self._cache.get(key)
+            if compiled is None:
+                compiled = self._compile(sub)
+                if len(self._cache) >= COMPILE_CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = compiled
+            return compiled
         except Exception as exc:  # noqa: BLE001 - one bad subscription stays contained
             return _Broken(kind, _raw_url(sub, kind), f"cannot compile subscription: {exc}")
 

@@ -91,10 +91,20 @@ def test_compiled_once_per_generation(index: WarehouseIndex, compiler: Counter) 
     assert index.upsert(wh("a", "w", image(URL))) is not None
     assert index.upsert(wh("a", "w", image(URL))) is None  # same generation: no work
     assert compiler.calls == 1
-    assert index.upsert(wh("a", "w", image(URL), gen=2)) is not None
+    assert index.upsert(wh("a", "w", image(URL), gen=2)) is not None  # re-indexed...
+    assert compiler.calls == 1  # ...but an identical subscription is compiled once
+    assert index.upsert(wh("a", "w", image(URL, ["v1"]), gen=3)) is not None
     assert compiler.calls == 2
     # A re-created Warehouse (new uid) at generation 1 is compiled again.
     assert index.upsert(wh("a", "w", image(URL), gen=1, uid="other")) is not None
+
+
+def test_identical_subscriptions_share_compilation(index: WarehouseIndex,
+                                                  compiler: Counter) -> None:
+    for i in range(10):
+        index.upsert(wh(f"ns{i}", "w", image(URL, ["v1"]), image(f"quay.io/ns/r{i}")))
+    assert compiler.calls == 11
+    assert len(route(index, [URL], ["v1"], None)) == 10
 
 
 def test_without_generation_the_spec_is_the_fingerprint(index: WarehouseIndex,
