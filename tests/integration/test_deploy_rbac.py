@@ -98,6 +98,10 @@ _KINDS = {  # kind -> (apiVersion, plural, namespaced)
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "ValidatingAdmissionPolicy": ("admissionregistration.k8s.io/v1",
+                                  "validatingadmissionpolicies", False),
+    "ValidatingAdmissionPolicyBinding": ("admissionregistration.k8s.io/v1",
+                                         "validatingadmissionpolicybindings", False),
 }
 
 
@@ -516,6 +520,42 @@ async def test_refresher_identity(
     await assert_event_writes(api, ns, {
         "apiVersion": f"{KARGO}/v1alpha1", "kind": "Warehouse", "namespace": ns,
         "name": project.warehouse}, "pushrelay-refresher")
+
+
+async def test_refresher_may_change_only_the_refresh_annotation(
+    deployed: list[dict[str, Any]], sa_clients: dict[str, ApiClient], kube: ApiClient,
+    project: Project,
+) -> None:
+    """RBAC allows any patch; deploy/refresher-guard.yaml narrows it to one annotation."""
+    api, ns = sa_clients["refresher"], project.namespace
+    path = f"{KARGO_API}/namespaces/{ns}/warehouses/{project.warehouse}"
+    merge = "application/merge-patch+json"
+    tampering: list[dict[str, Any]] = [
+        {"spec": {"subscriptions": []}},
+        {"metadata": {"labels": {"owned-by": "pushrelay"}}},
+        {"metadata": {"annotations": {"example.com/other": "x"}}},
+        {"metadata": {"finalizers": ["example.com/block"]}},
+    ]
+    for patch in tampering:
+        async def denied(patch: dict[str, Any] = patch) -> Any:
+            # the policy becomes active a moment after it is created
+            status, body = await call(api, "PATCH", path, body=patch, content_type=merge)
+            return body if status == 403 else None
+
+        body = await eventually(denied, within=15, interval=0.5)
+        assert "pushrelay refresher may" in str(body), body
+    status, body = await call(
+        api, "PATCH", path, content_type=merge,
+        body={"metadata": {"annotations": {REFRESH_ANNOTATION: uuid.uuid4().hex}}})
+    assert status == 200, body
+    # the Warehouse is as it was, apart from the refresh annotation
+    warehouse = await request_json(kube, "GET", path)
+    assert warehouse["spec"]["subscriptions"] and not warehouse["metadata"].get("labels")
+    assert set(warehouse["metadata"].get("annotations", {})) == {REFRESH_ANNOTATION}
+    # and the policy binds to the refresher only: an admin may still edit labels
+    status, body = await call(kube, "PATCH", path, content_type=merge,
+                              body={"metadata": {"labels": {"team": "a"}}})
+    assert status == 200, body
 
 
 # --- 4. the services themselves, each under its own ServiceAccount ---------------------------

@@ -42,7 +42,8 @@ ALLOWED: dict[str, set[tuple[str, str, str]]] = {
     "router": {(KARGO, "warehouses", "list"), (KARGO, "warehouses", "watch"), *CORE_EVENTS},
     "refresher": {(KARGO, "warehouses", "patch"), *CORE_EVENTS},
 }
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
 
 def load_manifests() -> list[dict[str, Any]]:
@@ -119,7 +120,8 @@ def test_objects_are_well_formed_and_in_the_namespace(manifests: list[dict[str, 
         assert m["metadata"]["labels"]["app.kubernetes.io/part-of"] == "pushrelay", ident
     kinds = {m["kind"] for m in manifests}
     assert kinds == {"Namespace", "ConfigMap", "ServiceAccount", "ClusterRole",
-                     "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget"}
+                     "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
 
 def test_namespace_enforces_restricted_pod_security(manifests: list[dict[str, Any]]) -> None:
@@ -321,3 +323,19 @@ def test_only_the_refresher_may_write_warehouses(manifests: list[dict[str, Any]]
     for name, role in of_kind(manifests, "ClusterRole").items():
         verbs = {v for g, r, v in granted(role) if g == KARGO and r == "warehouses"}
         assert bool(verbs & writes) == (name == "pushrelay-refresher"), name
+
+
+def test_refresher_guard_binds_to_the_refresher_account(manifests: list[dict[str, Any]]) -> None:
+    """The admission policy narrowing "patch warehouses" to the refresh annotation."""
+    policy = of_kind(manifests, "ValidatingAdmissionPolicy")["pushrelay-refresher-only-refreshes"]
+    binding = of_kind(manifests, "ValidatingAdmissionPolicyBinding")[
+        "pushrelay-refresher-only-refreshes"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    user = f"system:serviceaccount:{NAMESPACE}:pushrelay-refresher"
+    assert [c["expression"].strip() for c in policy["spec"]["matchConditions"]] == [
+        f'request.userInfo.username == "{user}"']
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [{"apiGroups": [KARGO], "apiVersions": ["*"], "operations": ["UPDATE"],
+                      "resources": ["warehouses"]}]
