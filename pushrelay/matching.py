@@ -1,9 +1,10 @@
 """Which Warehouses a push refreshes (SPEC section 6): a pure, in-memory index.
 
 The router keeps a :class:`WarehouseIndex` up to date from an informer, and
-``pushrelay explain`` builds one from a single LIST; both then ask the same
-questions through :func:`route` and :func:`explain`, so the CLI's answer is the
-router's answer. Nothing here does I/O.
+``pushrelay explain`` builds one from a single LIST; both then ask
+:func:`route`, so the CLI's answer is the router's answer. Nothing here does
+I/O. (This lives in ``pushrelay/`` rather than ``router/`` because the CLI
+needs it too, and services and the shared package must not import each other.)
 
 * Subscriptions are compiled (constraints parsed, regexes built) once per
   Warehouse *generation*: an unchanged Warehouse seen again (re-list, status
@@ -19,8 +20,8 @@ router's answer. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
@@ -286,75 +287,3 @@ def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
             found[key][2].append(sub.position)
     return [Match(ns, name, url, tuple(t), tuple(sorted(p)))
             for (ns, name), (url, t, p) in found.items()]
-
-
-Outcome = Literal["refresh", "no-qualifying-tag", "out-of-scope", "invalid", "not-applicable"]
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionReport:
-    namespace: str
-    warehouse: str
-    position: int
-    kind: str
-    repo_url: str
-    outcome: Outcome
-    qualifying: tuple[str, ...] = ()
-    rejected: dict[str, str] = field(default_factory=dict)  # tag → why not
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    urls: tuple[str, ...]
-    tags: tuple[str, ...]
-    project: str | None
-    matches: tuple[Match, ...]
-    subscriptions: tuple[SubscriptionReport, ...]
-
-
-def _report(sub: Subscription, tags: list[str], project: str | None) -> SubscriptionReport:
-    base = (sub.namespace, sub.warehouse, sub.position, sub.kind, sub.repo_url)
-    if sub.error:
-        return SubscriptionReport(*base, "invalid", detail=sub.error)
-    if sub.kind not in PUSHABLE_KINDS:
-        return SubscriptionReport(
-            *base, "not-applicable", detail=f"{sub.kind} subscriptions are not refreshed by "
-            "a registry push")
-    ok: list[str] = []
-    rejected: dict[str, str] = {}
-    for tag in tags:
-        verdict = sub.compiled.qualify(tag)
-        if verdict.ok:
-            ok.append(tag)
-        else:
-            rejected[tag] = verdict.reason or "not qualified"
-    if project is not None and sub.namespace != project:
-        return SubscriptionReport(
-            *base, "out-of-scope", tuple(ok), rejected,
-            detail=f"wrong namespace: the event is scoped to project {project!r}")
-    if not ok:
-        detail = "no pushed tag qualifies" if tags else "the push carries no tags"
-        return SubscriptionReport(*base, "no-qualifying-tag", (), rejected, detail=detail)
-    return SubscriptionReport(*base, "refresh", tuple(ok), rejected)
-
-
-def explain(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
-            project: str | None) -> Explanation:
-    """:func:`route`'s answer plus a verdict for every subscription on those URLs,
-    in every namespace (so "wrong namespace" can be told apart from "no match")."""
-    url_list = list(dict.fromkeys(urls))
-    tag_list = list(dict.fromkeys(tags))
-    reports: list[SubscriptionReport] = []
-    seen: set[tuple[str, str, int]] = set()
-    for url in url_list:
-        for sub in _in_scope(index, url, None):
-            key = (sub.namespace, sub.warehouse, sub.position)
-            if key not in seen:
-                seen.add(key)
-                reports.append(_report(sub, tag_list, project))
-    reports.sort(key=lambda r: (r.namespace, r.warehouse, r.position))
-    matches = sorted(route(index, url_list, tag_list, project),
-                     key=lambda m: (m.namespace, m.name))
-    return Explanation(tuple(url_list), tuple(tag_list), project, tuple(matches),
-                       tuple(reports))

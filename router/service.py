@@ -27,6 +27,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
 from pushrelay.bus import dead_letter_for, ensure_topics, new_consumer, new_producer
+from pushrelay.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.events import (
     Cause,
     InvalidEvent,
@@ -50,6 +51,8 @@ POLL_MS = 250
 BATCH_RECORDS = 1000
 #: Tags carried in one refresh request's cause (the rest only make it bigger).
 MAX_CAUSE_TAGS = 100
+#: Warehouse names kept in one delivery fact ("matched N" still counts them all).
+MAX_FACT_WAREHOUSES = 1000
 
 
 @dataclass(slots=True)
@@ -89,6 +92,8 @@ class RouterService:
         self.live: LiveIndex | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._deliveries: DeliveryLog | None = None
+        self._facts: list[DeliveryFact] = []  # of the batch in flight
         self._task: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self.events = 0  # push events consumed (valid or not)
@@ -104,6 +109,8 @@ class RouterService:
         await self.live.start()
         self._producer = new_producer(self.settings, client_id="pushrelay-router")
         await self._producer.start()
+        self._deliveries = DeliveryLog(self._producer, self.settings)
+        await self._deliveries.start()
         self._task = asyncio.create_task(self._run(), name="router:consume")
 
     def readiness(self) -> str | None:
@@ -123,6 +130,8 @@ class RouterService:
         self._stopping.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._deliveries is not None:
+            await self._deliveries.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self.live is not None:
@@ -164,8 +173,10 @@ class RouterService:
             if not batch:
                 continue
             async with self._lock:
+                self._facts = []
                 if await self._deliver(self._route_batch(batch)):
                     await self._commit(consumer, batch)
+                    self._record_facts()
 
     def _route_batch(self, batch: dict[TopicPartition, Sequence[Any]]) -> list[_Outgoing]:
         out: list[_Outgoing] = []
@@ -196,11 +207,25 @@ class RouterService:
             )
             out.append(_Outgoing(self.settings.refresh_topic, encode(request), request.key,
                                  False))
+        if event.delivery:
+            self._facts.append(DeliveryFact(
+                delivery=event.delivery, stage="router", outcome="matched",
+                receiver=event.receiver, project=event.scope.project,
+                repository=event.repository[:1024], tags=event.tags[:MAX_CAUSE_TAGS],
+                warehouses=[f"{m.namespace}/{m.name}" for m in matches[:MAX_FACT_WAREHOUSES]],
+            ))
         if matches or log.isEnabledFor(logging.DEBUG):
             log.log(logging.INFO if matches else logging.DEBUG, "routed push event", extra={
                 "event": event.id, "delivery": event.delivery, "project": event.scope.project,
                 "repository": event.repository[:256], "warehouses": len(matches)})
         return out
+
+    def _record_facts(self) -> None:
+        """Delivery visibility (best effort, after the batch is durable)."""
+        if self._deliveries is not None:
+            for fact in self._facts:
+                self._deliveries.record(fact)
+        self._facts = []
 
     def _dead_letter(self, reason: str, record: Any) -> _Outgoing:
         letter = dead_letter_for(STAGE, reason, record)

@@ -3,10 +3,10 @@
 Answers "what would the router do with this push?" without sending anything:
 one LIST of Warehouses (all namespaces, via ``KUBECONFIG`` or the pod's
 service account) builds the same :class:`~pushrelay.matching.WarehouseIndex`
-the router keeps, and :func:`~pushrelay.matching.explain` gives the router's
-decision plus, for every subscription on the repository that would not
-refresh, the reason (constraint not satisfied, regex excluded, strict semver
-rejected, wrong namespace, deprecated field, ...).
+the router keeps; :func:`explain` gives the router's decision (the very same
+:func:`~pushrelay.matching.route`) plus, for every subscription on the
+repository that would not refresh, the reason (constraint not satisfied,
+regex excluded, strict semver rejected, wrong namespace, deprecated field...).
 """
 
 from __future__ import annotations
@@ -14,16 +14,101 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from dataclasses import asdict
-from typing import Any, TextIO
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TextIO
 
 import orjson
 
 from pushrelay.kube.client import api_client, list_objects
 from pushrelay.kube.errors import KubeError
 from pushrelay.kube.resources import WAREHOUSE
-from pushrelay.matching import Compiler, Explanation, WarehouseIndex, event_urls, explain
+from pushrelay.matching import (
+    PUSHABLE_KINDS,
+    Compiler,
+    Match,
+    Subscription,
+    WarehouseIndex,
+    event_urls,
+    route,
+)
 from pushrelay.normalize import repo_urls
+
+Outcome = Literal["refresh", "no-qualifying-tag", "out-of-scope", "invalid", "not-applicable"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReport:
+    namespace: str
+    warehouse: str
+    position: int
+    kind: str
+    repo_url: str
+    outcome: Outcome
+    qualifying: tuple[str, ...] = ()
+    rejected: dict[str, str] = field(default_factory=dict)  # tag → why not
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    urls: tuple[str, ...]
+    tags: tuple[str, ...]
+    project: str | None
+    matches: tuple[Match, ...]
+    subscriptions: tuple[SubscriptionReport, ...]
+
+
+def _report(sub: Subscription, tags: list[str], project: str | None) -> SubscriptionReport:
+    base = (sub.namespace, sub.warehouse, sub.position, sub.kind, sub.repo_url)
+    if sub.error:
+        return SubscriptionReport(*base, "invalid", detail=sub.error)
+    if sub.kind not in PUSHABLE_KINDS:
+        return SubscriptionReport(
+            *base, "not-applicable", detail=f"{sub.kind} subscriptions are not refreshed by "
+            "a registry push")
+    ok: list[str] = []
+    rejected: dict[str, str] = {}
+    for tag in tags:
+        verdict = sub.compiled.qualify(tag)
+        if verdict.ok:
+            ok.append(tag)
+        else:
+            rejected[tag] = verdict.reason or "not qualified"
+    if project is not None and sub.namespace != project:
+        return SubscriptionReport(
+            *base, "out-of-scope", tuple(ok), rejected,
+            detail=f"wrong namespace: the event is scoped to project {project!r}")
+    if not ok:
+        detail = "no pushed tag qualifies" if tags else "the push carries no tags"
+        return SubscriptionReport(*base, "no-qualifying-tag", (), rejected, detail=detail)
+    return SubscriptionReport(*base, "refresh", tuple(ok), rejected)
+
+
+def explain(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
+            project: str | None) -> Explanation:
+    """:func:`route`'s answer plus a verdict for every subscription on those URLs,
+    in every namespace (so "wrong namespace" can be told apart from "no match")."""
+    url_list = list(dict.fromkeys(urls))
+    tag_list = list(dict.fromkeys(tags))
+    reports: list[SubscriptionReport] = []
+    seen: set[tuple[str, str, int]] = set()
+    for url in url_list:
+        for sub in _all_subscribers(index, url):
+            key = (sub.namespace, sub.warehouse, sub.position)
+            if key not in seen:
+                seen.add(key)
+                reports.append(_report(sub, tag_list, project))
+    reports.sort(key=lambda r: (r.namespace, r.warehouse, r.position))
+    matches = sorted(route(index, url_list, tag_list, project),
+                     key=lambda m: (m.namespace, m.name))
+    return Explanation(tuple(url_list), tuple(tag_list), project, tuple(matches),
+                       tuple(reports))
+
+
+def _all_subscribers(index: WarehouseIndex, url: str) -> Iterable[Subscription]:
+    for bucket in index.subscribers(url).values():
+        yield from bucket.values()
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from pushrelay.matching import WarehouseIndex, event_urls, explain, route
+from pushrelay.cli.explain import explain
+from pushrelay.matching import WarehouseIndex, event_urls, route
 
 
 @dataclass(frozen=True)

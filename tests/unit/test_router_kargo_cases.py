@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pushrelay.matching import WarehouseIndex, event_urls, explain, route
+from pushrelay.cli.explain import explain
+from pushrelay.matching import WarehouseIndex, event_urls, route
 from pushrelay.normalize import repo_urls
 
 REPO = "quay.io/mynamespace/repository"

@@ -58,6 +58,9 @@ def test_route_batch_requests_and_dead_letters() -> None:
     assert "tags" in letters[4].reason
     assert all(d.stage == "router" for d in letters)
     assert svc.events == 7
+    facts = svc._facts  # delivery visibility: one "matched" fact per delivery
+    assert [(f.stage, f.outcome, f.delivery) for f in facts] == [("router", "matched", "d1")] * 2
+    assert facts[0].warehouses == ["a/w1", "b/w2"] and facts[1].warehouses == ["a/w1"]
 
 
 def test_unnormalized_producer_urls_still_match() -> None:
