@@ -50,6 +50,8 @@ _LOOSE = re.compile(
 
 def quote(s: str) -> str:
     """Double-quote ``s`` for messages, escaping like Go's ``%q`` for ASCII."""
+    if s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'
     out = []
     for ch in s:
         if ch in '"\\':
@@ -64,7 +66,7 @@ def quote(s: str) -> str:
 
 def byte_len(s: str) -> int:
     """Length of ``s`` in UTF-8 bytes (Go's ``len``), lone surrogates included."""
-    return len(s.encode("utf-8", "surrogatepass"))
+    return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
 
 
 class InvalidVersion(ValueError):
