@@ -74,17 +74,25 @@ def _run(component: str, argv: list[str], cwd: Path, log: Path, env: dict[str, s
     return proc.stdout.decode()
 
 
-def kubernetes_replaces(component: str, version: str, go: str, work: Path, log: Path,
-                        env: dict[str, str]) -> list[str]:
-    """``replace`` lines pinning every staging module of k8s.io/kubernetes@version."""
+def staging_replaces(kubernetes_gomod: str, version: str) -> list[str]:
+    """``replace`` lines pinning each staging module of k8s.io/kubernetes ``version``.
+
+    k8s.io/kubernetes v1.X.Y replaces its staging modules with local paths;
+    each is published on its own as ``v0.X.Y``.
+    """
+    staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
+    modules = sorted(set(_STAGING.findall(kubernetes_gomod)))
+    return [f"\t{m} => {m} {staging_version}" for m in modules]
+
+
+def _kubernetes_replaces(component: str, version: str, go: str, work: Path, log: Path,
+                         env: dict[str, str]) -> list[str]:
     out = _run(component, [go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
                work, log, env)
-    gomod = Path(json.loads(out)["GoMod"]).read_text()
-    staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
-    modules = sorted(set(_STAGING.findall(gomod)))
-    if not modules:
-        raise DevstackError(component, f"no staging modules found in k8s.io/kubernetes@{version}")
-    return [f"\t{m} => {m} {staging_version}" for m in modules]
+    replaces = staging_replaces(Path(json.loads(out)["GoMod"]).read_text(), version)
+    if not replaces:
+        raise DevstackError(component, f"no staging modules in k8s.io/kubernetes@{version}", log)
+    return replaces
 
 
 def _build(
@@ -117,7 +125,7 @@ def _build(
                  f"require {module_require} {version}", ""]
         if name == "kube-apiserver":
             (work / "go.mod").write_text("module pushrelay.local/build\n\ngo 1.25.0\n")
-            replaces = kubernetes_replaces(component, version, go, work, log, env)
+            replaces = _kubernetes_replaces(component, version, go, work, log, env)
             lines += ["replace (", *replaces, ")", ""]
         (work / "go.mod").write_text("\n".join(lines))
         (work / "tools.go").write_text(_TOOLS_GO.format(package=package))

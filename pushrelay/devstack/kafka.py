@@ -12,6 +12,7 @@ import asyncio
 import base64
 import concurrent.futures
 import logging
+import re
 import shutil
 import subprocess
 import time
@@ -43,6 +44,20 @@ def _java(component: str = COMPONENT) -> str:
     java = shutil.which("java")
     if java is None:
         raise DevstackError(component, "`java` (17+) is not on PATH; install a JDK 17 to run Kafka")
+    return java
+
+
+def check_java() -> str:
+    """The ``java`` to use; fails clearly when absent or older than 11 (17 recommended)."""
+    java = _java()
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8.0_xyz" style
+        major = int(match.group(2))
+    if proc.returncode != 0 or major < 11:
+        raise DevstackError(COMPONENT, f"{java} is not a usable Java 11+ (17 recommended): "
+                            f"{proc.stderr.strip()[:200]}")
     return java
 
 

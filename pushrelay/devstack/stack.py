@@ -173,9 +173,11 @@ class Devstack:
     def _up(self, started: list[str]) -> None:
         t0 = time.monotonic()
         self._binaries()
+        kafka.check_java()
         ensure_pki(self.paths.pki)
         ensure_admin(self.pki)
         ports = self._choose_ports()
+        self._preflight(ports)
         for name in COMPONENTS:
             self._start(name, ports, started)
             if name == ETCD:  # the apiserver needs etcd; Kafka starts alongside
@@ -189,6 +191,18 @@ class Devstack:
         self._wait(KAFKA)
         self._write_env()
         self.progress(f"up in {time.monotonic() - t0:.1f}s; state: {self.paths.root}")
+
+    def _preflight(self, ports: dict[str, int]) -> None:
+        """Every port a stopped component needs is free, before anything starts."""
+        extra = {ETCD: ("etcd-peer", "peer port"), KAFKA: ("kafka-controller", "controller port")}
+        for name in COMPONENTS:
+            rec = self._record(name)
+            if rec is not None and procs.is_running(rec):
+                continue
+            procs.require_free(name, ports[name])
+            if name in extra:
+                key, what = extra[name]
+                procs.require_free(name, ports[key], what)
 
     def _binaries(self) -> dict[str, Path]:
         return {
