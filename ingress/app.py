@@ -1,0 +1,217 @@
+"""The ingress HTTP application (SPEC section 4).
+
+One catch-all route handles every path that is not a health or document route:
+
+* a path that is not shaped like a receiver (``<base>/quay/<one segment>``) → 404;
+* any method but POST on a receiver-shaped path → 405 (for every hash alike, so
+  the method reveals nothing about which receivers exist);
+* receivers not loaded yet → 503; unknown hash → 404 (one dictionary lookup,
+  the same body for every unknown or malformed hash, the body is not read);
+* body over ``max_body_bytes`` → 413 from Content-Length, or while reading a
+  chunked body; slower than ``read_timeout`` → 408; not a push payload → 400;
+* Kafka acknowledged → 202; it did not within ``publish_timeout`` → 503 + Retry-After.
+
+Logs carry the delivery id, receiver name and the first 8 characters of its
+hash, never the path or the secret. The access log is off for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ingress.openapi import openapi_document
+from ingress.payload import InvalidBody, build_event, parse_push
+from pushrelay import metrics
+from pushrelay.deliveries import DeliveryFact, Outcome
+from pushrelay.events import PushEvent, new_id
+from pushrelay.logs import short_hash
+from pushrelay.receivers import QUAY, Receiver, base_path_of, join_path
+from pushrelay.runtime import Service, health_routes
+from pushrelay.settings import IngressSettings
+
+log = logging.getLogger(__name__)
+
+DELIVERY_HEADER = "X-Pushrelay-Delivery"
+INVALID_BODY = "invalid request body"
+READ_CHUNK = 64 * 1024
+
+OnDelivery = Callable[[DeliveryFact], None]
+
+
+class Receivers(Protocol):
+    def lookup(self, path: str) -> Receiver | None: ...
+    def readiness(self) -> str | None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, event: PushEvent) -> None: ...
+
+
+class Rejected(Exception):
+    """A request refused before its body was parsed: status, client message, metric reason."""
+
+    def __init__(self, status: int, error: str, reason: str, close: bool = False) -> None:
+        super().__init__(error)
+        self.status, self.error, self.reason, self.close = status, error, reason, close
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _ignore(_: DeliveryFact) -> None:
+    return None
+
+
+class WebhookHandler:
+    """Handles every request to a receiver-shaped path."""
+
+    def __init__(self, settings: IngressSettings, receivers: Receivers, publisher: Publisher,
+                 on_delivery: OnDelivery | None = None,
+                 publish_error: type[Exception] = Exception) -> None:
+        self._settings = settings
+        self._receivers = receivers
+        self._publisher = publisher
+        self._publish_error = publish_error
+        self.prefix = join_path(base_path_of(settings.base_url), QUAY) + "/"
+        self.on_delivery: OnDelivery = on_delivery or _ignore
+        self._unavailable = {"Retry-After": str(settings.retry_after)}
+
+    def shaped(self, path: str) -> bool:
+        if not path.startswith(self.prefix):
+            return False
+        rest = path[len(self.prefix):]
+        return bool(rest) and "/" not in rest
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        metrics.received.inc()
+        path = request.path
+        if not self.shaped(path):
+            return self._reject("not_found", _error(404, "not found"))
+        if request.method != "POST":
+            return self._reject("method", _error(405, "method not allowed", {"Allow": "POST"}))
+        not_ready = self._receivers.readiness()
+        if not_ready is not None:
+            return self._reject("not_ready", _error(503, "receivers are not loaded yet",
+                                                    self._unavailable))
+        receiver = self._receivers.lookup(path)
+        if receiver is None:
+            log.debug("unknown receiver path", extra={"hash": short_hash(path)})
+            return self._reject("not_found", _error(404, "not found"))
+        return await self._deliver(request, receiver, new_id())
+
+    async def _deliver(self, request: web.Request, receiver: Receiver,
+                       delivery: str) -> web.StreamResponse:
+        ids = {"delivery": delivery, "receiver": receiver.name, "hash": receiver.short_hash,
+               "project": receiver.project}
+        try:
+            body = await self._read_body(request)
+            push = parse_push(body)
+            event = build_event(push, project=receiver.project, receiver=receiver.name,
+                                delivery=delivery)
+        except InvalidBody as exc:
+            self._record("rejected", receiver, delivery, reason=f"invalid body: {exc}")
+            log.info("rejected push", extra={**ids, "reason": str(exc)})
+            return self._reject("invalid_body", _error(400, INVALID_BODY))
+        except Rejected as exc:
+            self._record("rejected", receiver, delivery, reason=f"{exc.reason}: {exc.error}")
+            log.info("rejected push", extra={**ids, "reason": exc.reason})
+            response = _error(exc.status, exc.error)
+            if exc.close:
+                response.force_close()
+            return self._reject(exc.reason, response)
+        try:
+            await self._publisher.publish(event)
+        except self._publish_error as exc:
+            self._record("failed", receiver, delivery, reason=f"Kafka unavailable: {exc}",
+                         repository=push.docker_url, tags=push.tags)
+            log.warning("could not publish push", extra={**ids, "reason": str(exc)})
+            return self._reject("unavailable", _error(
+                503, "the event could not be stored; retry later", self._unavailable))
+        self._record("accepted", receiver, delivery, repository=push.docker_url,
+                     tags=push.tags, test=push.test_notification)
+        log.info("accepted push", extra={**ids, "event": event.id, "repository": push.docker_url,
+                                         "tags": len(push.tags),
+                                         "test_notification": push.test_notification})
+        return web.json_response({"msg": "accepted", "delivery": delivery}, status=202,
+                                 headers={DELIVERY_HEADER: delivery})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._settings.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Rejected(413, f"request body exceeds {limit} bytes", "too_large", close=True)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._settings.read_timeout):
+                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise Rejected(413, f"request body exceeds {limit} bytes",
+                                       "too_large", close=True)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise Rejected(408, "request body not received in time", "read_timeout",
+                           close=True) from None
+        except (HttpProcessingError, aiohttp.ClientPayloadError, ConnectionError):
+            raise InvalidBody("unreadable body") from None
+        return b"".join(chunks)
+
+    def _reject(self, reason: str, response: web.Response) -> web.Response:
+        metrics.rejected.labels(reason).inc()
+        return response
+
+    def _record(self, outcome: Outcome, receiver: Receiver, delivery: str, *,
+                reason: str | None = None, repository: str | None = None,
+                tags: list[str] | None = None, test: bool = False) -> None:
+        try:
+            self.on_delivery(DeliveryFact(
+                delivery=delivery, stage="ingress", outcome=outcome, receiver=receiver.name,
+                project=receiver.project, repository=repository, tags=tags or [],
+                reason=reason, test_notification=test))
+        except Exception:  # noqa: BLE001 - visibility must never fail a delivery
+            log.exception("delivery hook failed", extra={"delivery": delivery})
+
+
+@web.middleware
+async def json_errors(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                      ) -> web.StreamResponse:
+    """Every error is JSON; an unexpected exception is a logged 500, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        metrics.rejected.labels("http").inc()
+        return _error(exc.status, (exc.reason or "error").lower(),
+                      {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the one place that turns a bug into a 500
+        log.exception("internal error", extra={"method": request.method})
+        metrics.rejected.labels("internal").inc()
+        return _error(500, "internal error")
+
+
+def build_app(settings: IngressSettings, handler: WebhookHandler,
+              health_services: Sequence[Service]) -> web.Application:
+    # client_max_size guards any helper that reads the whole body (ours streams).
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    document: dict[str, Any] = openapi_document(settings)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.add_routes(health_routes(health_services))
+    app.add_routes([web.get("/openapi.json", openapi, allow_head=True),
+                    web.route("*", "/{tail:.*}", handler.handle)])
+    return app

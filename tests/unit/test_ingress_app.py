@@ -1,0 +1,234 @@
+"""The HTTP contract of SPEC section 4, on the real aiohttp app with stand-ins for
+the registry and Kafka (the integration tests run it against the real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession, web
+
+from ingress.app import DELIVERY_HEADER, WebhookHandler, build_app
+from ingress.service import LINGERING_TIME
+from pushrelay.deliveries import DeliveryFact
+from pushrelay.events import PushEvent
+from pushrelay.receivers import Owner, Receiver, receiver_path
+from pushrelay.settings import IngressSettings
+
+SECRET = "s3cr3t-value"
+PATH = receiver_path("/", "proj", "recv", SECRET)
+HASH = hashlib.sha256(b"projrecv" + SECRET.encode()).hexdigest()
+PAYLOAD = {"docker_url": "quay.io/mynamespace/repository", "updated_tags": ["latest"],
+           "name": "repository", "namespace": "mynamespace"}
+
+
+class PublishFailed(Exception):
+    pass
+
+
+class FakeReceivers:
+    def __init__(self) -> None:
+        owner = Owner("ProjectConfig", "proj", "proj")
+        self.table = {PATH: Receiver(owner, "recv", "proj", "sec", PATH, "http://h" + PATH)}
+        self.not_ready: str | None = None
+
+    def lookup(self, path: str) -> Receiver | None:
+        return self.table.get(path)
+
+    def readiness(self) -> str | None:
+        return self.not_ready
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.events: list[PushEvent] = []
+        self.fail = False
+
+    async def publish(self, event: PushEvent) -> None:
+        if self.fail:
+            raise PublishFailed("broker down")
+        self.events.append(event)
+
+
+class Harness:
+    def __init__(self, session: ClientSession, base: str, handler: WebhookHandler,
+                 receivers: FakeReceivers, publisher: FakePublisher,
+                 facts: list[DeliveryFact], port: int) -> None:
+        self.session, self.base, self.handler = session, base, handler
+        self.receivers, self.publisher, self.facts, self.port = receivers, publisher, facts, port
+
+    async def post(self, path: str, data: Any = None, **kw: Any) -> tuple[int, Any, Any]:
+        if data is None:
+            data = orjson.dumps(PAYLOAD)
+        async with self.session.post(self.base + path, data=data, **kw) as resp:
+            return resp.status, await resp.json(content_type=None), resp.headers
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    settings = IngressSettings(max_body_bytes=2 * 1024 * 1024, read_timeout=0.5,
+                               retry_after=30)
+    receivers, publisher, facts = FakeReceivers(), FakePublisher(), []
+    handler = WebhookHandler(settings, receivers, publisher, on_delivery=facts.append,
+                             publish_error=PublishFailed)
+    runner = web.AppRunner(build_app(settings, handler, []), access_log=None,
+                           lingering_time=LINGERING_TIME)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with ClientSession() as session:
+        yield Harness(session, f"http://127.0.0.1:{port}", handler, receivers, publisher,
+                      facts, port)
+    await runner.cleanup()
+
+
+async def test_accepted_after_publish(harness: Harness) -> None:
+    status, body, headers = await harness.post(PATH)
+    assert status == 202
+    assert body == {"msg": "accepted", "delivery": headers[DELIVERY_HEADER]}
+    assert headers["Content-Type"].startswith("application/json")
+    [event] = harness.publisher.events
+    assert event.delivery == body["delivery"] and event.receiver == "recv"
+    assert event.scope.project == "proj" and event.tags == ["latest"]
+    assert event.repo_urls == ["quay.io/mynamespace/repository"]
+    [fact] = harness.facts
+    assert (fact.outcome, fact.delivery, fact.receiver) == ("accepted", body["delivery"], "recv")
+
+
+async def test_test_notification_and_missing_tags(harness: Harness) -> None:
+    test = dict(PAYLOAD, updated_tags=["latest", "foo"], pruned_image_count=3)
+    assert (await harness.post(PATH, orjson.dumps(test)))[0] == 202
+    assert harness.facts[-1].test_notification
+    no_tags = {"docker_url": "quay.io/a/b"}
+    assert (await harness.post(PATH, orjson.dumps(no_tags)))[0] == 202
+    assert harness.publisher.events[-1].tags == []
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"{", b"[1]", b"null", b'{"updated_tags":["x"]}', b'{"docker_url":7}',
+    b'{"docker_url":"q/a","updated_tags":"x"}', b'{"docker_url":"q/a","updated_tags":[1]}',
+    b"\xff\xfe\x00",
+])
+async def test_invalid_body(harness: Harness, raw: bytes) -> None:
+    status, body, _ = await harness.post(PATH, raw)
+    assert (status, body) == (400, {"error": "invalid request body"})
+    assert not harness.publisher.events
+    assert harness.facts[-1].outcome == "rejected"
+
+
+async def test_not_found_is_the_same_for_every_unknown_path(harness: Harness) -> None:
+    answers = set()
+    for path in ["/quay/" + "0" * 64, "/quay/" + HASH[:-1] + "0", "/quay/short", "/quay/%00",
+                 "/quay/" + HASH.upper(), "/", "/quay", "/quay/", PATH + "/", "/x" + PATH]:
+        status, body, _ = await harness.post(path)
+        answers.add((status, orjson.dumps(body)))
+    assert answers == {(404, b'{"error":"not found"}')}
+    # An unknown path does not read (or limit) the body.
+    status, _, _ = await harness.post("/quay/" + "0" * 64, b"x" * (3 * 1024 * 1024))
+    assert status == 404
+    assert not harness.facts
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_method_not_allowed_on_any_receiver_shaped_path(harness: Harness,
+                                                              method: str) -> None:
+    for path in (PATH, "/quay/" + "0" * 64):
+        async with harness.session.request(method, harness.base + path) as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "POST"
+            assert await resp.json() == {"error": "method not allowed"}
+    async with harness.session.head(harness.base + PATH) as resp:
+        assert resp.status == 405
+
+
+async def test_too_large_from_content_length(harness: Harness) -> None:
+    limit = 2 * 1024 * 1024
+    padded = orjson.dumps(PAYLOAD) + b" " * (limit - len(orjson.dumps(PAYLOAD)))
+    assert (await harness.post(PATH, padded))[0] == 202  # exactly the limit is fine
+    status, body, _ = await harness.post(PATH, padded + b" ")
+    assert status == 413 and "exceeds" in body["error"]
+
+
+async def test_too_large_while_reading_a_chunked_body(harness: Harness) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"docker_url": "quay.io/a/b", "pad": "'
+        for _ in range(40):  # 2.5 MiB, no Content-Length
+            yield b"x" * 65536
+        yield b'"}'
+
+    status, body, _ = await harness.post(PATH, chunks())
+    assert status == 413 and "exceeds" in body["error"]
+    assert not harness.publisher.events
+
+
+async def test_slow_body_times_out(harness: Harness) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n{\"docker".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+
+
+async def test_unavailable_when_not_ready_or_publish_fails(harness: Harness) -> None:
+    harness.receivers.not_ready = "listing secrets"
+    status, body, headers = await harness.post(PATH)
+    assert (status, headers["Retry-After"]) == (503, "30") and "error" in body
+    harness.receivers.not_ready = None
+    harness.publisher.fail = True
+    status, body, headers = await harness.post(PATH)
+    assert status == 503 and headers["Retry-After"] == "30" and "error" in body
+    assert DELIVERY_HEADER not in headers
+    assert harness.facts[-1].outcome == "failed"
+
+
+async def test_delivery_hook_failure_does_not_fail_the_request(harness: Harness) -> None:
+    def broken(_: DeliveryFact) -> None:
+        raise RuntimeError("hook")
+
+    harness.handler.on_delivery = broken
+    assert (await harness.post(PATH))[0] == 202
+
+
+async def test_random_bodies_never_get_a_server_error(harness: Harness) -> None:
+    rng = random.Random(7)
+    samples: list[bytes] = [bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+                            for _ in range(40)]
+    pieces = [b"{", b"}", b"[", b"]", b'"docker_url"', b":", b",", b'"updated_tags"', b"null",
+              b"1e999", b'"\\ud800"', b'"q/a"', b"[]", b"true"]
+    samples += [b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12)))
+                for _ in range(80)]
+    for raw in samples:
+        status, body, _ = await harness.post(PATH, raw)
+        assert status in (202, 400), (raw, status, body)
+
+
+async def test_logs_carry_no_secret_or_full_hash(harness: Harness,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await harness.post(PATH)
+    await harness.post(PATH, b"{")
+    await harness.post("/quay/" + "a" * 64)
+    text = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "accepted push" in text and HASH[:8] in text
+    assert HASH not in text and SECRET not in text and "a" * 64 not in text
+
+
+async def test_openapi_and_health_routes(harness: Harness) -> None:
+    async with harness.session.get(harness.base + "/openapi.json") as resp:
+        doc = await resp.json()
+    assert "/quay/{hash}" in doc["paths"]
+    for path in ("/healthz", "/readyz", "/metrics"):
+        async with harness.session.get(harness.base + path) as resp:
+            assert resp.status == 200
+    async with harness.session.get(harness.base + "/metrics") as resp:
+        text = await resp.text()
+    assert "pushrelay_ingress_received_total" in text and HASH not in text
