@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import ssl
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,10 @@ from pushrelay.devstack.paths import StatePaths
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
+# Just enough controllers for namespace deletion to finish (and owner references
+# to be honoured); no scheduler, no kubelet, no workloads.
+CONTROLLERS = "namespace-controller,garbage-collector-controller"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 EXTRA_ARGS_ENV = "PUSHRELAY_DEVSTACK_APISERVER_ARGS"
 
@@ -106,3 +111,39 @@ def apiserver_ready(client: KubeHTTP) -> bool:
 def wait_apiserver(rec: procs.ProcRecord, client: KubeHTTP, timeout: float = 120) -> None:
     procs.wait_until(APISERVER, lambda: apiserver_ready(client), timeout=timeout, rec=rec,
                      what="ready (/readyz)", interval=0.5)
+
+
+def start_controller_manager(
+    binary: Path, paths: StatePaths, port: int, kubeconfig: Path
+) -> procs.ProcRecord:
+    argv = [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--controllers={CONTROLLERS}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={paths.pki / 'controller-manager-generated'}",
+        "--concurrent-namespace-syncs=5",
+        "--v=1",
+    ]
+    return procs.start(
+        CONTROLLER_MANAGER, argv, log=paths.log(CONTROLLER_MANAGER),
+        record=paths.pid_record(CONTROLLER_MANAGER), port=port,
+    )
+
+
+def controller_manager_healthy(port: int) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # its own self-signed serving cert, loopback only
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=2,
+                                context=ctx) as resp:
+        return bool(resp.read().strip() == b"ok")
+
+
+def wait_controller_manager(rec: procs.ProcRecord, timeout: float = 60) -> None:
+    procs.wait_until(CONTROLLER_MANAGER, lambda: controller_manager_healthy(rec.port),
+                     timeout=timeout, rec=rec, what="healthy (/healthz)")

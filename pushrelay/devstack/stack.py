@@ -10,8 +10,6 @@ recorded in ``<state>/run``. Components can be stopped and started one by one
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 import shutil
 import sys
 import time
@@ -20,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pushrelay.devstack import gobuild, kafka, kube, procs
+from pushrelay.devstack import gobuild, kafka, kube, ports, procs
 from pushrelay.devstack.certs import Pki, ensure_pki, issue_client
 from pushrelay.devstack.errors import DevstackError
 from pushrelay.devstack.kubeapi import (
@@ -34,16 +32,9 @@ from pushrelay.devstack.kubeapi import (
 from pushrelay.devstack.paths import StatePaths, default_state_dir
 
 ETCD, APISERVER, KAFKA = kube.ETCD, kube.APISERVER, kafka.COMPONENT
-COMPONENTS = (ETCD, APISERVER, KAFKA)  # start order; stop order is reversed
+CONTROLLER_MANAGER = kube.CONTROLLER_MANAGER
+COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, KAFKA)  # stop order is the reverse
 NAMESPACES = ("kargo-cluster-secrets",)
-# Fixed ports, when a person wants them; otherwise free ones are chosen once per
-# state directory and reused while they stay free.
-PORT_ENV = {
-    ETCD: "PUSHRELAY_DEVSTACK_ETCD_PORT",
-    APISERVER: "PUSHRELAY_DEVSTACK_APISERVER_PORT",
-    KAFKA: "PUSHRELAY_DEVSTACK_KAFKA_PORT",
-}
-_ALL_PORTS = (ETCD, "etcd-peer", APISERVER, KAFKA, "kafka-controller")
 
 
 def _stderr(msg: str) -> None:
@@ -148,10 +139,8 @@ class Devstack:
         """(Re)start one component on its recorded port and wait until it is ready."""
         if extra_args is not None and name == APISERVER:
             self.apiserver_args = list(extra_args)
-        rec = self._record(name)
-        if rec is not None and procs.is_running(rec):
-            return
-        self._start(name, self._ports())
+        if not self._running(name):
+            self._start(name, self._ports())
         self._wait(name)
 
     def stop_kafka(self) -> bool:
@@ -176,65 +165,63 @@ class Devstack:
         kafka.check_java()
         ensure_pki(self.paths.pki)
         ensure_admin(self.pki)
-        ports = self._choose_ports()
-        self._preflight(ports)
+        running = [n for n in COMPONENTS if self._running(n)]
+        chosen = ports.choose(self.paths.ports_file, running)
         for name in COMPONENTS:
-            self._start(name, ports, started)
-            if name == ETCD:  # the apiserver needs etcd; Kafka starts alongside
-                self._wait(ETCD)
+            if name not in running:  # all ports checked before anything starts
+                ports.require_free(name, chosen)
+        self._start(ETCD, chosen, started)
+        self._wait(ETCD)
+        self._start(APISERVER, chosen, started)
+        self._start(KAFKA, chosen, started)  # boots while the apiserver does
         self._wait(APISERVER)
-        write_kubeconfig(self.paths.kubeconfig, self.pki, ports[APISERVER], ADMIN_USER)
+        write_kubeconfig(self.paths.kubeconfig, self.pki, chosen[APISERVER], ADMIN_USER)
         client = self.admin_client()
         install_crds(client)
         for ns in NAMESPACES:
             ensure_namespace(client, ns)
+        self._start(CONTROLLER_MANAGER, chosen, started)
         self._wait(KAFKA)
+        self._wait(CONTROLLER_MANAGER)
         self._write_env()
         self.progress(f"up in {time.monotonic() - t0:.1f}s; state: {self.paths.root}")
-
-    def _preflight(self, ports: dict[str, int]) -> None:
-        """Every port a stopped component needs is free, before anything starts."""
-        extra = {ETCD: ("etcd-peer", "peer port"), KAFKA: ("kafka-controller", "controller port")}
-        for name in COMPONENTS:
-            rec = self._record(name)
-            if rec is not None and procs.is_running(rec):
-                continue
-            procs.require_free(name, ports[name])
-            if name in extra:
-                key, what = extra[name]
-                procs.require_free(name, ports[key], what)
 
     def _binaries(self) -> dict[str, Path]:
         return {
             KAFKA: kafka.ensure_jars(self.progress),
             ETCD: gobuild.ensure_etcd(self.progress),
             APISERVER: gobuild.ensure_kube_apiserver(self.progress),
+            CONTROLLER_MANAGER: gobuild.ensure_kube_controller_manager(self.progress),
         }
 
-    def _start(self, name: str, ports: dict[str, int], started: list[str] | None = None) -> None:
-        rec = self._record(name)
-        if rec is not None and procs.is_running(rec):
+    def _start(self, name: str, chosen: dict[str, int], started: list[str] | None = None) -> None:
+        if self._running(name):
             return
-        procs.require_free(name, ports[name])
-        if name == ETCD:
-            procs.require_free(name, ports["etcd-peer"], "peer port")
-            rec = kube.start_etcd(gobuild.ensure_etcd(self.progress), self.paths,
-                                  ports[ETCD], ports["etcd-peer"])
-        elif name == APISERVER:
-            ensure_pki(self.paths.pki)
-            rec = kube.start_apiserver(gobuild.ensure_kube_apiserver(self.progress), self.paths,
-                                       self.pki, ports[APISERVER], ports[ETCD],
-                                       self.apiserver_args)
-        else:
-            procs.require_free(name, ports["kafka-controller"], "controller port")
-            libs = kafka.ensure_jars(self.progress)
-            kafka.write_config(self.paths, ports[KAFKA], ports["kafka-controller"])
-            kafka.format_storage(libs, self.paths)
-            rec = kafka.start(libs, self.paths, ports[KAFKA])
+        ports.require_free(name, chosen)
+        rec = self._launch(name, chosen)
         if started is not None:
             started.append(name)
         self.progress(f"started {name} (pid {rec.pid}, port {rec.port}, "
                       f"log {self.paths.log(name)})")
+
+    def _launch(self, name: str, chosen: dict[str, int]) -> procs.ProcRecord:
+        progress = self.progress
+        if name == ETCD:
+            return kube.start_etcd(gobuild.ensure_etcd(progress), self.paths, chosen[ETCD],
+                                   chosen["etcd-peer"])
+        if name == APISERVER:
+            ensure_pki(self.paths.pki)
+            return kube.start_apiserver(gobuild.ensure_kube_apiserver(progress), self.paths,
+                                        self.pki, chosen[APISERVER], chosen[ETCD],
+                                        self.apiserver_args)
+        if name == CONTROLLER_MANAGER:
+            binary = gobuild.ensure_kube_controller_manager(progress)
+            return kube.start_controller_manager(binary, self.paths, chosen[CONTROLLER_MANAGER],
+                                                 self.paths.kubeconfig)
+        libs = kafka.ensure_jars(progress)
+        kafka.write_config(self.paths, chosen[KAFKA], chosen["kafka-controller"])
+        kafka.format_storage(libs, self.paths)
+        return kafka.start(libs, self.paths, chosen[KAFKA])
 
     def _wait(self, name: str) -> None:
         rec = self._record(name)
@@ -244,6 +231,8 @@ class Devstack:
             kube.wait_etcd(rec)
         elif name == APISERVER:
             kube.wait_apiserver(rec, KubeHTTP.admin(self.pki, rec.port))
+        elif name == CONTROLLER_MANAGER:
+            kube.wait_controller_manager(rec)
         else:
             kafka.wait_ready(rec)
 
@@ -253,42 +242,21 @@ class Devstack:
                 return kube.etcd_healthy(port)
             if name == APISERVER:
                 return kube.apiserver_ready(KubeHTTP.admin(self.pki, port))
+            if name == CONTROLLER_MANAGER:
+                return kube.controller_manager_healthy(port)
             return kafka.is_ready(f"127.0.0.1:{port}")
         except Exception:  # noqa: BLE001 - unhealthy is an answer, not an error
             return False
+
+    def _running(self, name: str) -> bool:
+        rec = self._record(name)
+        return rec is not None and procs.is_running(rec)
 
     def _record(self, name: str) -> procs.ProcRecord | None:
         return procs.ProcRecord.load(self.paths.pid_record(name))
 
     def _ports(self) -> dict[str, int]:
-        try:
-            return {k: int(v) for k, v in json.loads(self.paths.ports_file.read_text()).items()}
-        except (OSError, ValueError) as exc:
-            raise DevstackError("devstack", f"not set up in {self.paths.root}; run "
-                                "`pushrelay devstack up`") from exc
-
-    def _choose_ports(self) -> dict[str, int]:
-        try:
-            old = self._ports()
-        except DevstackError:
-            old = {}
-        ports: dict[str, int] = {}
-        for key in _ALL_PORTS:
-            fixed = os.environ.get(PORT_ENV.get(key, ""), "")
-            rec = self._record(key) if key in COMPONENTS else None
-            if fixed:
-                ports[key] = int(fixed)  # taken -> a clear error at start
-            elif rec is not None and procs.is_running(rec):
-                ports[key] = old.get(key, rec.port)
-            elif key in old and procs.port_is_free(old[key]) and old[key] not in ports.values():
-                ports[key] = old[key]
-            else:
-                port = procs.free_port()
-                while port in ports.values():
-                    port = procs.free_port()
-                ports[key] = port
-        self.paths.ports_file.write_text(json.dumps(ports, indent=2))
-        return ports
+        return ports.load(self.paths.ports_file)
 
     def _write_env(self) -> None:
         lines = [f"export {k}={v}" for k, v in self.env().items()]

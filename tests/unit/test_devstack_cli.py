@@ -21,9 +21,9 @@ def test_status_and_down_when_nothing_runs(
 ) -> None:
     assert main(["devstack", "--state-dir", str(tmp_path), "status"]) == 1
     out = capsys.readouterr().out
-    for name in ("etcd", "kube-apiserver", "kafka"):
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kafka"):
         assert f"{name}" in out
-    assert out.count("stopped") == 3
+    assert out.count("stopped") == 4
     assert main(["devstack", "--state-dir", str(tmp_path), "down"]) == 0
     assert "nothing" in capsys.readouterr().out
 

@@ -145,3 +145,27 @@ def test_tests_reuse_a_loopback_devstack_from_env(
     stop()  # a no-op: not ours to stop
     assert env["KUBECONFIG"] == str(kc)
     assert testing.state_dir_of(env) == tmp_path
+
+
+def test_ports_are_kept_while_free_and_pinned_ports_win(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from pushrelay.devstack import ports
+
+    path = tmp_path / "ports.json"
+    first = ports.choose(path, running=[])
+    assert len(set(first.values())) == len(ports.OWNERS)
+    assert ports.choose(path, running=[]) == first  # all still free: kept
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", first["kafka"]))
+        busy.listen()
+        moved = ports.choose(path, running=[])
+        assert moved["kafka"] != first["kafka"]
+        assert ports.choose(path, running=["kafka"])["kafka"] == moved["kafka"]
+        monkeypatch.setenv("PUSHRELAY_DEVSTACK_KAFKA_PORT", str(first["kafka"]))
+        pinned = ports.choose(path, running=[])
+        assert pinned["kafka"] == first["kafka"]
+        with pytest.raises(DevstackError, match="already in use"):
+            ports.require_free("kafka", pinned)
