@@ -43,10 +43,14 @@ async def request_json(
 ) -> dict[str, Any]:
     """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
     headers = {"Accept": "application/json"}
-    payload: bytes | None = None
+    payload: Any = None
     if body is not None:
         headers["Content-Type"] = content_type
         payload = body if isinstance(body, bytes) else orjson.dumps(body)
+        if "json" in content_type.lower():
+            # kubernetes_asyncio json.dumps() every body sent with a JSON content
+            # type, so hand it JSON-native objects (orjson normalized them).
+            payload = orjson.loads(payload)
     try:
         response = await api.call_api(
             path, method, query_params=query or [], header_params=headers,
