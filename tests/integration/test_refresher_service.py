@@ -1,0 +1,175 @@
+"""The refresher against the real devstack: Kafka in, Warehouse patches out.
+
+Patches are counted by a watch on the Warehouses (what the API server saw),
+not by trusting the service's own counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.events import decode_dead_letter
+from pushrelay.kube.client import request_json
+from pushrelay.settings import Settings
+from tests.integration.conftest import eventually, make_settings
+from tests.integration.refresher_support import (
+    REPO,
+    all_committed,
+    create_warehouses,
+    metric,
+    produce,
+    read_topic,
+    request,
+    running_refresher,
+    warehouse_events,
+    watching,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_patches(
+    kube: ApiClient, namespace: str, settings: Settings,
+) -> None:
+    await create_warehouses(kube, namespace, ["app"])
+    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+        await eventually(lambda: service.marks.partitions(), within=30)
+        t0 = time.monotonic()
+        sent = await produce(settings, [request(namespace, "app", f"d{i}") for i in range(500)])
+        assert time.monotonic() - t0 < 1.0, "the burst must fit in one second"
+        await eventually(lambda: watch.refreshed_after(sent), within=15)
+        await eventually(lambda: service.marks.outstanding() == 0, within=15)
+        await eventually(lambda: all_committed(settings), within=15)
+        patches = watch.patches("app")
+        log.info("500 requests -> %d patches", patches)
+        assert 1 <= patches <= 2
+        # one aggregated Event names the repo, the tags and a delivery
+        events = await eventually(lambda: warehouse_events(kube, namespace), within=20)
+        refreshed = [e for e in events if e["reason"] == "Refreshed"]
+        assert refreshed and len(refreshed) <= patches
+        message = refreshed[-1]["message"]
+        assert REPO in message and "v1.0.0" in message and "delivery d" in message
+        assert refreshed[-1]["involvedObject"]["name"] == "app"
+        assert refreshed[-1]["source"]["component"] == "pushrelay-refresher"
+
+
+async def test_50_warehouses_times_20_requests(
+    kube: ApiClient, namespace: str, settings: Settings,
+) -> None:
+    names = [f"wh-{i:02d}" for i in range(50)]
+    await create_warehouses(kube, namespace, names)
+    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+        await eventually(lambda: service.marks.partitions(), within=30)
+        t0 = time.monotonic()
+        sent = await produce(settings, [request(namespace, names[i % 50], f"d{i}")
+                                        for i in range(1000)])
+        produced = time.monotonic() - t0
+        await eventually(lambda: watch.refreshed_after(sent), within=30)
+        refreshed = time.monotonic() - t0
+        await eventually(lambda: service.marks.outstanding() == 0, within=30)
+        await eventually(lambda: all_committed(settings), within=15)
+        drained = time.monotonic() - t0
+        total = watch.patches()
+        log.warning("1000 requests over 50 warehouses: produced in %.2fs, all refreshed "
+                    "in %.2fs, drained+committed in %.2fs, %d patches (qps=%s burst=%s)",
+                    produced, refreshed, drained, total, settings.refresh_qps,
+                    settings.refresh_burst)
+        assert all(watch.patches(n) >= 1 for n in names)
+        assert total <= 100
+
+
+async def test_invalid_and_unknown_requests_are_dead_lettered_and_skipped(
+    kube: ApiClient, namespace: str, settings: Settings,
+) -> None:
+    await create_warehouses(kube, namespace, ["ok"])
+    dropped = metric("pushrelay_refresher_dropped_total")
+    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+        wrong_schema = orjson.dumps({"schema": "pushrelay.refresh/v9", "id": "x"})
+        sent = await produce(settings, [
+            b"not json", wrong_schema,
+            request(namespace, "missing", "d-missing"),  # no such Warehouse: dropped
+            request(namespace, "ok", "d-ok"),
+        ])
+        await eventually(lambda: watch.refreshed_after({"ok": sent["ok"]}), within=15)
+        letters = [decode_dead_letter(raw) for raw in
+                   await read_topic(settings, settings.dead_letter_topic, 2)]
+        reasons = sorted(letter.reason for letter in letters)
+        assert all(letter.stage == "refresher" for letter in letters)
+        assert reasons[0].startswith("not JSON") and "unknown schema" in reasons[1]
+        await eventually(lambda: metric("pushrelay_refresher_dropped_total") == dropped + 1,
+                         within=15)
+        await eventually(lambda: service.marks.outstanding() == 0, within=15)
+        await eventually(lambda: all_committed(settings), within=15)
+        assert not service.crashed.is_set()
+
+
+async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
+    kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str,
+) -> None:
+    from pushrelay.devstack.stack import mint_user_kubeconfig
+    from pushrelay.devstack.testing import state_dir_of
+
+    user = f"no-patch-{uuid.uuid4().hex[:6]}"
+    kubeconfig = mint_user_kubeconfig(state_dir_of(devstack_env), user)
+    settings = make_settings(devstack_env, topic_prefix, kubeconfig=str(kubeconfig))
+    names = ["a", "b", "c"]
+    await create_warehouses(kube, namespace, names)
+    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+        await produce(settings, [request(namespace, n, f"d-{n}") for n in names])
+        letters = [decode_dead_letter(raw) for raw in
+                   await read_topic(settings, settings.dead_letter_topic, 3)]
+        assert sorted(letter.key or "" for letter in letters) == [
+            f"{namespace}/{n}" for n in names]
+        assert all("403" in letter.reason and letter.stage == "refresher" for letter in letters)
+        assert all(orjson.loads(letter.payload)["warehouse"]["namespace"] == namespace
+                   for letter in letters)
+        await eventually(lambda: all_committed(settings), within=15)
+        assert watch.patches() == 0
+        assert not service.crashed.is_set() and service.readiness() is None
+
+        # grant the right: the same service now refreshes
+        await _grant_patch(kube, namespace, user)
+        sent = await produce(settings, [request(namespace, "a", "d-after-grant")])
+        await eventually(lambda: watch.refreshed_after(sent), within=30)
+        assert not service.crashed.is_set()
+
+
+async def _grant_patch(kube: ApiClient, namespace: str, user: str) -> None:
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": ["kargo.akuity.io"], "resources": ["warehouses"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    await request_json(kube, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/"
+                       f"{namespace}/roles", body={"metadata": {"name": "refresher"},
+                                                  "rules": rules})
+    await request_json(kube, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/"
+                       f"{namespace}/rolebindings", body={
+                           "metadata": {"name": "refresher"},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                       "name": "refresher"},
+                           "subjects": [{"apiGroup": "rbac.authorization.k8s.io",
+                                         "kind": "User", "name": user}]})
+
+
+async def test_graceful_stop_commits_and_a_restart_repatches_nothing(
+    kube: ApiClient, namespace: str, settings: Settings,
+) -> None:
+    names = [f"w{i}" for i in range(5)]
+    await create_warehouses(kube, namespace, names)
+    async with watching(kube, namespace) as watch:
+        async with running_refresher(settings):
+            sent = await produce(settings, [request(namespace, n, f"d-{n}") for n in names])
+            await eventually(lambda: watch.refreshed_after(sent), within=30)
+        assert await all_committed(settings)  # committed by stop(), not by luck
+        before = watch.patches()
+        async with running_refresher(settings) as second:
+            await eventually(lambda: second.marks.partitions(), within=30)
+            extra = await produce(settings, [request(namespace, "w0", "d-next")])
+            await eventually(lambda: watch.refreshed_after(extra), within=30)
+        assert watch.patches() == before + 1  # only the new request: nothing redone
