@@ -207,6 +207,23 @@ async def warehouse_events(api: ApiClient, namespace: str) -> list[dict[str, Any
             if (e.get("involvedObject") or {}).get("kind") == "Warehouse"]
 
 
+async def grant_refresher_rights(kube: ApiClient, namespace: str, user: str) -> None:
+    """The refresher's least privilege in one namespace: patch Warehouses, write Events."""
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": ["kargo.akuity.io"], "resources": ["warehouses"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    await request_json(kube, "POST", f"{rbac}/roles",
+                       body={"metadata": {"name": "refresher"}, "rules": rules})
+    await request_json(kube, "POST", f"{rbac}/rolebindings", body={
+        "metadata": {"name": "refresher"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "refresher"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+
+
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
     from pushrelay.metrics import REGISTRY
 

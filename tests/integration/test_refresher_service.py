@@ -9,19 +9,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
 
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.events import decode_dead_letter
-from pushrelay.kube.client import request_json
 from pushrelay.settings import Settings
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.refresher_support import (
     REPO,
     all_committed,
     create_warehouses,
+    grant_refresher_rights,
     metric,
     produce,
     read_topic,
@@ -134,27 +133,10 @@ async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
         assert not service.crashed.is_set() and service.readiness() is None
 
         # grant the right: the same service now refreshes
-        await _grant_patch(kube, namespace, user)
+        await grant_refresher_rights(kube, namespace, user)
         sent = await produce(settings, [request(namespace, "a", "d-after-grant")])
         await eventually(lambda: watch.refreshed_after(sent), within=30)
         assert not service.crashed.is_set()
-
-
-async def _grant_patch(kube: ApiClient, namespace: str, user: str) -> None:
-    rules: list[dict[str, Any]] = [
-        {"apiGroups": ["kargo.akuity.io"], "resources": ["warehouses"], "verbs": ["patch"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
-    await request_json(kube, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/"
-                       f"{namespace}/roles", body={"metadata": {"name": "refresher"},
-                                                  "rules": rules})
-    await request_json(kube, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/"
-                       f"{namespace}/rolebindings", body={
-                           "metadata": {"name": "refresher"},
-                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                       "name": "refresher"},
-                           "subjects": [{"apiGroup": "rbac.authorization.k8s.io",
-                                         "kind": "User", "name": user}]})
 
 
 async def test_graceful_stop_commits_and_a_restart_repatches_nothing(
