@@ -149,6 +149,7 @@ class RouterService:
             await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
             for waiter in (synced, stopping):
                 waiter.cancel()
+            await asyncio.gather(synced, stopping, return_exceptions=True)
             if self._stopping.is_set():
                 return
             self._consumer = new_consumer(
