@@ -1,0 +1,190 @@
+"""``pushrelay receivers`` and ``pushrelay deliveries``: what Quay cannot show.
+
+``receivers`` reads ProjectConfigs, the ClusterConfig and their Secrets with the
+caller's kubeconfig, computes each receiver's URL exactly as the ingress does
+(``PUSHRELAY_BASE_URL``), says why a receiver is not served, and adds the last
+delivery seen for it. ``deliveries`` folds the facts every stage wrote to the
+deliveries topic into one row per delivery. Both print a table, or JSON with
+``-o json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.cli.services import load_settings
+from pushrelay.deliveries import Delivery, fold, read_deliveries, read_facts
+from pushrelay.kube.client import api_client, get_object, list_objects
+from pushrelay.kube.errors import Action, KubeError
+from pushrelay.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
+from pushrelay.receivers import (
+    CLUSTER_CONFIG_NAME,
+    ConfigReceivers,
+    parse_receivers,
+    receivers_for,
+)
+from pushrelay.settings import Settings
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def scope_of(project: str | None) -> str:
+    return project if project else "(cluster)"
+
+
+# ---- receivers ---------------------------------------------------------------
+
+async def _configs(api: ApiClient, namespace: str | None) -> list[dict[str, Any]]:
+    listing = await list_objects(api, PROJECT_CONFIG, namespace)
+    configs: list[dict[str, Any]] = []
+    for item in listing.get("items") or []:
+        item.setdefault("kind", PROJECT_CONFIG.kind)
+        configs.append(item)
+    if namespace is None:
+        try:
+            cluster = await get_object(api, CLUSTER_CONFIG, CLUSTER_CONFIG_NAME)
+            cluster.setdefault("kind", CLUSTER_CONFIG.kind)
+            configs.append(cluster)
+        except KubeError as exc:
+            if exc.action is not Action.DROP:
+                raise
+    return configs
+
+
+async def _secrets(
+    api: ApiClient, configs: list[dict[str, Any]], cluster_ns: str
+) -> dict[tuple[str, str], dict[str, Any] | None]:
+    wanted: set[tuple[str, str]] = set()
+    for config in configs:
+        ns = (config.get("metadata") or {}).get("namespace") or cluster_ns
+        wanted |= {(ns, rc.secret_name) for rc in parse_receivers(config)[0]}
+    found: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for ns, name in sorted(wanted):
+        try:
+            found[(ns, name)] = await get_object(api, SECRET, name, ns)
+        except KubeError as exc:
+            if exc.action is not Action.DROP:
+                raise
+            found[(ns, name)] = None
+    return found
+
+
+async def collect_receivers(settings: Settings, namespace: str | None) -> list[dict[str, Any]]:
+    async with api_client(settings.kubeconfig) as api:
+        configs = await _configs(api, namespace)
+        secrets = await _secrets(api, configs, settings.cluster_secrets_namespace)
+    declared: list[ConfigReceivers] = [
+        receivers_for(c, base_url=settings.base_url,
+                      cluster_secrets_namespace=settings.cluster_secrets_namespace,
+                      lookup=lambda ns, name: secrets.get((ns, name)))
+        for c in configs
+    ]
+    try:
+        deliveries = fold(await read_facts(settings, max_wait=5.0))
+    except Exception:  # noqa: BLE001 - Kafka unreachable: receivers are still worth showing
+        deliveries = []
+    last: dict[tuple[str | None, str | None], Delivery] = {}
+    for row in reversed(deliveries):  # oldest first, so the newest wins
+        last[(row.project, row.receiver)] = row
+    rows: list[dict[str, Any]] = []
+    for config in declared:
+        for receiver in config.served:
+            seen = last.get((receiver.project, receiver.name))
+            rows.append({
+                "scope": scope_of(receiver.project), "name": receiver.name, "served": True,
+                "reason": None, "url": receiver.url,
+                "last_delivery": seen.model_dump(mode="json") if seen else None,
+            })
+        for unserved in config.unserved:
+            rows.append({
+                "scope": scope_of(unserved.owner.project), "name": unserved.name,
+                "served": False, "reason": unserved.reason, "url": None, "last_delivery": None,
+            })
+    return rows
+
+
+def _receivers(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        rows = asyncio.run(collect_receivers(settings, args.namespace))
+    except KubeError as exc:
+        print(f"error: cannot read receivers: {exc.reason}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not rows:
+        print("no Quay.io webhook receivers declared")
+        return 0
+    out = []
+    for row in rows:
+        last = row["last_delivery"]
+        last_text = "-"
+        if last:
+            moment = datetime.fromisoformat(last["received_at"]) if last["received_at"] else None
+            last_text = f"{when(moment)} {Delivery.model_validate(last).summary()}"
+        state = "served" if row["served"] else f"NOT SERVED: {row['reason']}"
+        out.append([row["scope"], row["name"], state, row["url"] or "-", last_text])
+    print(table(["PROJECT", "RECEIVER", "STATE", "URL", "LAST DELIVERY"], out))
+    return 0
+
+
+# ---- deliveries --------------------------------------------------------------
+
+def _deliveries(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        rows = asyncio.run(read_deliveries(
+            settings, receiver=args.receiver, namespace=args.namespace, limit=args.limit))
+    except Exception as exc:  # noqa: BLE001 - reported to the user
+        print(f"error: cannot read deliveries from {settings.kafka_bootstrap}: {exc}",
+              file=sys.stderr)
+        return 1
+    if args.output == "json":
+        doc = [r.model_dump(mode="json") | {"summary": r.summary()} for r in rows]
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not rows:
+        print("no deliveries recorded")
+        return 0
+    out = [
+        [when(r.received_at), scope_of(r.project), r.receiver or "-",
+         r.repository or "-", ",".join(r.tags) or "-",
+         r.summary() + (" (test notification)" if r.test_notification else ""), r.delivery]
+        for r in rows
+    ]
+    print(table(["TIME", "PROJECT", "RECEIVER", "REPOSITORY", "TAGS", "OUTCOME", "DELIVERY"],
+                out))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("receivers", help="webhook receivers, URLs, state, last delivery")
+    parser.add_argument("-n", "--namespace", help="only this project namespace")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.set_defaults(func=_receivers)
+
+    parser = sub.add_parser("deliveries", help="recent webhook deliveries and their outcomes")
+    parser.add_argument("receiver", nargs="?", help="only this receiver (by name)")
+    parser.add_argument("-n", "--namespace", help="only this project namespace")
+    parser.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.set_defaults(func=_deliveries)
