@@ -83,6 +83,23 @@ class WebhookHandler:
         self.prefix = join_path(base_path_of(settings.base_url), QUAY) + "/"
         self.on_delivery: OnDelivery = on_delivery or _ignore
         self._unavailable = {"Retry-After": str(settings.retry_after)}
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    async def drained(self, within: float) -> bool:
+        """Wait until no request is being handled; False if ``within`` s ran out first.
+
+        aiohttp's own shutdown stops reading from connections at once, so a body
+        still arriving would never complete: the service waits here first.
+        """
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def shaped(self, path: str) -> bool:
         if not path.startswith(self.prefix):
@@ -91,6 +108,19 @@ class WebhookHandler:
         return bool(rest) and "/" not in rest
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self._active += 1
+        self._idle.clear()
+        try:
+            response = await self._handle(request)
+            if self.draining:
+                response.force_close()  # no further requests on this connection
+            return response
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         metrics.received.inc()
         path = request.path
         if not self.shaped(path):

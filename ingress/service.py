@@ -89,10 +89,7 @@ class IngressService:
             if task is not None:
                 task.add_done_callback(self._watch_task)
         app = build_app(settings, self.handler, self._health)
-        # In-flight requests get what they can need: a slow body plus a publish.
-        drain = min(settings.read_timeout + settings.publish_timeout + 1.0,
-                    settings.shutdown_timeout * 0.6)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain,
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=LINGERING_TIME + 1,
                                      keepalive_timeout=KEEPALIVE_TIMEOUT,
                                      lingering_time=LINGERING_TIME)
         await self._runner.setup()
@@ -103,6 +100,12 @@ class IngressService:
         self.port = addresses[0][1] if addresses else settings.ingress_port
         log.info("ingress listening", extra={
             "host": settings.ingress_host, "port": self.port, "tls": bool(settings.tls_cert)})
+
+    def _drain_time(self) -> float:
+        """In-flight requests get what they can need: a slow body plus a publish."""
+        settings = self.settings
+        return min(settings.read_timeout + settings.publish_timeout + 1.0,
+                   settings.shutdown_timeout * 0.6)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cert, key = self.settings.tls_cert, self.settings.tls_key
@@ -125,7 +128,12 @@ class IngressService:
         async with self._stop_lock:
             runner, self._runner = self._runner, None
             if runner is not None:
-                await runner.cleanup()  # stop listening, drain in-flight requests
+                for site in list(runner.sites):
+                    await site.stop()  # stop accepting connections
+                self.handler.draining = True
+                if not await self.handler.drained(self._drain_time()):
+                    log.warning("requests still in flight at shutdown; cancelling them")
+                await runner.cleanup()  # close idle connections, cancel leftovers
             await self.publisher.stop()  # flush
             await self.registry.stop()
             recorder, self._recorder = self._recorder, None
