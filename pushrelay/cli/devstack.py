@@ -106,11 +106,11 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_status(stack: Devstack) -> bool:
     rows = stack.status()
-    print(f"{'COMPONENT':<16}{'PID':>8}  {'PORT':>6}  {'STATE':<10}LOG")
+    print(f"{'COMPONENT':<25}{'PID':>8}  {'PORT':>6}  {'STATE':<10}LOG")
     for s in rows:
         state = "healthy" if s.healthy else ("unhealthy" if s.running else "stopped")
         pid = str(s.pid) if s.running else "-"
         port = str(s.port) if s.port else "-"
-        print(f"{s.name:<16}{pid:>8}  {port:>6}  {state:<10}{s.log}")
+        print(f"{s.name:<25}{pid:>8}  {port:>6}  {state:<10}{s.log}")
     print(f"state dir: {stack.paths.root}")
     return all(s.healthy for s in rows)

@@ -159,7 +159,7 @@ def ensure_kube_apiserver(progress: Progress, version: str = KUBERNETES_VERSION)
         module_require="k8s.io/kubernetes",
         package="k8s.io/kubernetes/cmd/kube-apiserver",
         progress=progress,
-        eta="~5 min on 2 cores",
+        eta="~7 min on 2 cores with nothing cached",
     )
 
 
@@ -175,7 +175,7 @@ def ensure_kube_controller_manager(
         module_require="k8s.io/kubernetes",
         package="k8s.io/kubernetes/cmd/kube-controller-manager",
         progress=progress,
-        eta="~3 min on 2 cores after kube-apiserver",
+        eta="~1-2 min once kube-apiserver is built",
     )
 
 

@@ -168,3 +168,25 @@ async def test_clusterconfig_and_cluster_secrets_namespace(admin: client.ApiClie
         assert got["spec"]["webhookReceivers"][0]["name"] == "q"
     finally:
         await api.delete_cluster_custom_object(GROUP, VERSION, "clusterconfigs", name)
+
+
+async def test_deleted_namespace_goes_away_with_its_warehouses(admin: client.ApiClient) -> None:
+    core, api = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
+    name = f"smoke-{uuid.uuid4().hex[:8]}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    await api.create_namespaced_custom_object(
+        GROUP, VERSION, name, "warehouses", _warehouse("doomed", [])
+    )
+    await core.delete_namespace(name)
+    async with asyncio.timeout(60):  # kube-controller-manager's namespace controller
+        while True:
+            try:
+                await core.read_namespace(name)
+            except ApiException as exc:
+                assert exc.status == 404
+                break
+            await asyncio.sleep(0.2)
+    left = await api.list_cluster_custom_object(
+        GROUP, VERSION, "warehouses", field_selector=f"metadata.namespace={name}"
+    )
+    assert left["items"] == []
