@@ -173,8 +173,8 @@ def sa_user(service: str) -> str:
 async def deployed(kube: ApiClient) -> list[dict[str, Any]]:
     """deploy/ applied server-side (idempotent: reruns and other tests reuse it).
 
-    The namespace is left in place: without a controller manager a deleted
-    namespace stays Terminating forever and the next apply would fail.
+    The objects are left in place on purpose: applying again is a no-op, and
+    deleting the namespace would race with a concurrent run applying into it.
     """
     applied = []
     for obj in load_manifests():
