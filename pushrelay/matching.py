@@ -19,6 +19,7 @@ needs it too, and services and the shared package must not import each other.)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -115,6 +116,12 @@ def _meta(obj: Mapping[str, Any]) -> tuple[str, str, str, Any]:
             str(meta.get("uid") or ""), meta.get("generation"))
 
 
+def _digest(value: Any) -> bytes:
+    """A compact fingerprint of a JSON value (orjson's own buffer is ~4 KiB)."""
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
 def _kind_of(sub: Any) -> str:
     if isinstance(sub, Mapping):
         for kind in ("image", "chart", "git"):
@@ -168,7 +175,7 @@ class WarehouseIndex:
         spec = obj.get("spec") or {}
         marker: object = generation
         if not isinstance(generation, int):
-            marker = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
+            marker = _digest(spec)
         if self._fingerprints.get(key) == (uid, marker):
             return None
         raw = spec.get("subscriptions") if isinstance(spec, Mapping) else None
@@ -221,7 +228,7 @@ class WarehouseIndex:
         try:
             if not isinstance(sub, Mapping):
                 raise ValueError("subscription is not an object")
-            key = orjson.dumps(sub, option=orjson.OPT_SORT_KEYS, default=str)
+            key = _digest(sub)
             compiled = self._cache.get(key)
             if compiled is None:
                 compiled = self._compile(sub)
