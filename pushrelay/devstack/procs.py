@@ -44,7 +44,7 @@ class ProcRecord:
             return None
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -58,7 +58,7 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def is_running(rec: ProcRecord) -> bool:
-    return _start_ticks(rec.pid) == rec.start_ticks
+    return start_ticks(rec.pid) == rec.start_ticks
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -112,7 +112,7 @@ def start(
             )
         except OSError as exc:
             raise DevstackError(component, f"cannot run {argv[0]}: {exc}", log) from exc
-    ticks = _start_ticks(proc.pid)
+    ticks = start_ticks(proc.pid)
     rec = ProcRecord(component, proc.pid, ticks or 0, port, str(log), list(argv))
     rec.save(record)
     # Popen object dropped on purpose: the child is reaped by init once we exit.

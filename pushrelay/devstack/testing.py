@@ -8,19 +8,24 @@ Order of preference:
    accident.
 2. The devstack in the default state directory is healthy (someone ran
    ``pushrelay devstack up`` without sourcing ``env``): use it, stop nothing.
-3. Otherwise start a fresh one in ``PUSHRELAY_TEST_DEVSTACK_DIR`` (default
-   ``<cache>/devstack-test``) and, at the end, stop it and delete its state.
+3. Otherwise start a fresh one for this session and, at the end, stop it and
+   delete its state. Its state directory is ``PUSHRELAY_TEST_DEVSTACK_DIR`` if
+   set, else ``<cache>/devstack-test/session-<pid>``: concurrent sessions on one
+   machine each get their own stack, and stacks left by sessions that died are
+   stopped and removed by the next one.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
 
+from pushrelay.devstack import procs
 from pushrelay.devstack.errors import DevstackError
 from pushrelay.devstack.paths import cache_dir, default_state_dir
 from pushrelay.devstack.stack import Devstack
@@ -69,15 +74,37 @@ def ensure_devstack() -> tuple[dict[str, str], Callable[[], None]]:
     running = Devstack(default_state_dir())
     if running.paths.run.is_dir() and running.healthy():
         return running.env(), _noop
-    state = os.environ.get("PUSHRELAY_TEST_DEVSTACK_DIR") or str(cache_dir() / "devstack-test")
-    stack = Devstack(state)
-    stack.down(purge=True)  # leftovers of an interrupted session
+    explicit = os.environ.get("PUSHRELAY_TEST_DEVSTACK_DIR")
+    if explicit:
+        stack = Devstack(explicit)
+        stack.down(purge=True)  # leftovers of an interrupted session
+    else:
+        base = cache_dir() / "devstack-test"
+        _reap_orphans(base)
+        stack = Devstack(base / f"session-{os.getpid()}")
+        stack.paths.ensure()
+        procs.ProcRecord("pytest", os.getpid(), procs.start_ticks(os.getpid()) or 0, 0, "").save(
+            stack.paths.root / "owner.json"
+        )
     env = stack.up()
 
     def stop() -> None:
         stack.down(purge=True)
 
     return env, stop
+
+
+def _reap_orphans(base: Path) -> None:
+    """Stop and delete session stacks whose pytest process is gone."""
+    if not base.is_dir():
+        return
+    for state in base.glob("session-*"):
+        owner = procs.ProcRecord.load(state / "owner.json")
+        if owner is not None and procs.is_running(owner):
+            continue
+        if owner is None and time.time() - state.stat().st_mtime < 300:
+            continue  # a session still writing its owner record
+        Devstack(state, progress=lambda _msg: None).down(purge=True)
 
 
 def state_dir_of(env: dict[str, str]) -> Path:

@@ -34,7 +34,7 @@ def test_start_records_and_stop_kills_the_whole_group(tmp_path: Path) -> None:
     child = int(found.group(1))
     procs.stop(rec, timeout=5)
     assert not procs.is_running(rec)
-    assert procs._start_ticks(child) is None  # the grandchild went with the group
+    assert procs.start_ticks(child) is None  # the grandchild went with the group
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
