@@ -78,10 +78,24 @@ def retry_reason(error: KubeError) -> str:
         return "5xx"
     if status == 409:
         return "409"
+    if status == 404:
+        return "not-served"
     text = error.reason.lower()
     if "timeout" in text:
         return "timeout"
     return "connection" if not status else "other"
+
+
+def refine_not_found(error: KubeError, ref: WarehouseRef) -> KubeError:
+    """A 404 drops the requests only when it says *this Warehouse* is not found.
+
+    A 404 for the resource type itself ("404 page not found": the CRD is not
+    served, e.g. for a moment while an API server starts) is transient.
+    """
+    if error.action is Action.DROP and f'"{ref.name}" not found' not in error.reason:
+        return KubeError(Action.RETRY, f"resource not served: {error.reason}", error.status,
+                         error.retry_after)
+    return error
 
 
 class Patcher:
@@ -105,9 +119,7 @@ class Patcher:
                 )
         except TimeoutError as exc:
             raise KubeError(Action.RETRY, f"timeout: {exc}") from exc
-        except KubeError:
-            raise
         except Exception as exc:  # noqa: BLE001 - translated once, here
-            raise classify(exc) from exc
+            raise refine_not_found(classify(exc), ref) from exc
         meta = obj.get("metadata") or {}
         return Patched(value, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))

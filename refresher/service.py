@@ -137,7 +137,7 @@ class RefresherService:
             await self._commit()
         if self._recorder is not None:  # 4. flush Events (best effort, bounded)
             try:
-                async with asyncio.timeout(budget * 0.2):
+                async with asyncio.timeout(budget * 0.3):
                     await self._recorder.stop()
             except TimeoutError:
                 log.warning("events not flushed before shutdown")

@@ -15,6 +15,7 @@ from refresher.patcher import (
     Outcome,
     Stamper,
     outcome_of,
+    refine_not_found,
     refresh_patch,
     retry_reason,
     rfc3339_nanos,
@@ -80,3 +81,18 @@ def test_transport_errors_retry() -> None:
 
 def test_retry_after_is_read() -> None:
     assert classify(api_error(429, "3")).retry_after == 3.0
+
+
+def test_404_drops_only_when_the_warehouse_itself_is_not_found() -> None:
+    from pushrelay.events import WarehouseRef
+
+    ref = WarehouseRef(namespace="ns", name="app")
+    gone = classify(ApiException(status=404, reason='warehouses.kargo.akuity.io "app" not found'))
+    assert outcome_of(refine_not_found(gone, ref)) is Outcome.DROP
+    # the resource type is not served (CRD missing, API server starting): transient
+    unserved = classify(ApiException(status=404, reason="404 page not found"))
+    refined = refine_not_found(unserved, ref)
+    assert outcome_of(refined) is Outcome.RETRY
+    assert retry_reason(refined) == "not-served"
+    forbidden = classify(ApiException(status=403, reason="forbidden"))
+    assert refine_not_found(forbidden, ref) is forbidden
