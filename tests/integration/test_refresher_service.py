@@ -155,3 +155,26 @@ async def test_graceful_stop_commits_and_a_restart_repatches_nothing(
             extra = await produce(settings, [request(namespace, "w0", "d-next")])
             await eventually(lambda: watch.refreshed_after(extra), within=30)
         assert watch.patches() == before + 1  # only the new request: nothing redone
+
+
+async def test_two_replicas_share_the_partitions_and_hand_over_on_stop(
+    kube: ApiClient, namespace: str, settings: Settings,
+) -> None:
+    names = [f"r{i:02d}" for i in range(12)]
+    await create_warehouses(kube, namespace, names)
+    async with watching(kube, namespace) as watch, running_refresher(settings) as one:
+        async with running_refresher(settings) as two:
+            await eventually(lambda: one.marks.partitions() and two.marks.partitions()
+                             and len(one.marks.partitions()) + len(two.marks.partitions())
+                             == settings.topic_partitions, within=60)
+            sent = await produce(settings, [request(namespace, n, f"a-{n}") for n in names])
+            await eventually(lambda: watch.refreshed_after(sent), within=30)
+            assert one.reporter and two.reporter
+            assert one.reporter.patched + two.reporter.patched >= len(names)
+        # two stopped gracefully: its partitions move to one
+        await eventually(lambda: len(one.marks.partitions()) == settings.topic_partitions,
+                         within=60)
+        sent = await produce(settings, [request(namespace, n, f"b-{n}") for n in names])
+        await eventually(lambda: watch.refreshed_after(sent), within=30)
+        await eventually(lambda: all_committed(settings), within=15)
+        assert watch.patches() <= 2 * len(names) + settings.topic_partitions
