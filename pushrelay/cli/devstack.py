@@ -30,8 +30,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser.set_defaults(func=_help)
     sub = parser.add_subparsers(dest="devstack_command", metavar="ACTION")
+    # --state-dir is accepted after the action too (`devstack up --state-dir X`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
 
-    up = sub.add_parser("up", help="build what is missing, start what is not running")
+    up = sub.add_parser("up", parents=[common],
+                        help="build what is missing, start what is not running")
     up.add_argument(
         "--apiserver-arg",
         action="append",
@@ -42,14 +47,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     up.set_defaults(func=_up)
 
-    down = sub.add_parser("down", help="stop the processes `up` started")
+    down = sub.add_parser("down", parents=[common], help="stop the processes `up` started")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     down.set_defaults(func=_down)
 
-    env = sub.add_parser("env", help="print `export KUBECONFIG=... PUSHRELAY_KAFKA_BOOTSTRAP=...`")
+    env = sub.add_parser(
+        "env", parents=[common],
+        help="print `export KUBECONFIG=... PUSHRELAY_KAFKA_BOOTSTRAP=...`",
+    )
     env.set_defaults(func=_env)
 
-    status = sub.add_parser("status", help="each component's pid, port and health")
+    status = sub.add_parser(
+        "status", parents=[common], help="each component's pid, port and health"
+    )
     status.set_defaults(func=_status)
 
 

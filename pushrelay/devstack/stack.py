@@ -10,6 +10,7 @@ recorded in ``<state>/run``. Components can be stopped and started one by one
 from __future__ import annotations
 
 import fcntl
+import shlex
 import shutil
 import sys
 import time
@@ -88,6 +89,7 @@ class Devstack:
         self.paths.ensure()
         with self._lock():
             if self.healthy():
+                self._write_env()
                 return self.env()
             started: list[str] = []
             try:
@@ -259,7 +261,7 @@ class Devstack:
         return ports.load(self.paths.ports_file)
 
     def _write_env(self) -> None:
-        lines = [f"export {k}={v}" for k, v in self.env().items()]
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
         self.paths.env_file.write_text("\n".join(lines) + "\n")
 
     @contextmanager
