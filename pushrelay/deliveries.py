@@ -141,9 +141,11 @@ class DeliveryLog:
         task, self._task = self._task, None
         if task is None:
             return
-        await self._queue.join()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._queue.join()
+        finally:  # also when the caller's timeout cancels the flush
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pushrelay import metrics
+from pushrelay.deliveries import DeliveryFact, Outcome
 from pushrelay.events import Cause, DeadLetter, WarehouseRef
 from pushrelay.kube.errors import KubeError
 from pushrelay.kube.events import EventRecorder, ObjectRef
@@ -29,6 +30,7 @@ MAX_CAUSES = 3
 MAX_TAGS = 5
 
 DeadLetterSender = Callable[[DeadLetter], Awaitable[None]]
+FactRecorder = Callable[[DeliveryFact], None]
 
 
 def _cause_text(cause: Cause) -> str:
@@ -60,11 +62,13 @@ def event_message(causes: Sequence[Cause]) -> str:
 class Reporter:
     def __init__(
         self, marks: Watermarks[Any], *, recorder: EventRecorder | None,
-        dead_letter: DeadLetterSender, wall: Callable[[], float] = time.time,
+        dead_letter: DeadLetterSender, facts: FactRecorder | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._marks = marks
         self._recorder = recorder
         self._dead_letter = dead_letter
+        self._facts = facts
         self._wall = wall
         self.patched = 0
         self.dropped_requests = 0
@@ -89,6 +93,7 @@ class Reporter:
                 ObjectRef(WAREHOUSE, ref.namespace, ref.name, patched.uid), "Refreshed",
                 event_message([i.request.cause for i in items]),
             )
+        self._record_facts(ref, items, "refreshed")
         log.info("refreshed warehouse", extra={
             "warehouse": str(ref), "requests": len(items), "value": patched.value,
             "delivery": items[-1].request.cause.delivery, "event": items[-1].request.cause.event,
@@ -98,6 +103,7 @@ class Reporter:
         self._marks.done_all(i.ticket for i in items)
         self.dropped_requests += len(items)
         metrics.dropped.inc(len(items))
+        self._record_facts(ref, items, "dropped", f"Warehouse not found: {error.reason}")
         log.info("warehouse gone; requests dropped",
                  extra={"warehouse": str(ref), "requests": len(items), "reason": error.reason})
 
@@ -115,6 +121,7 @@ class Reporter:
         if self._recorder is not None:
             self._recorder.record(ObjectRef(WAREHOUSE, ref.namespace, ref.name),
                                   "RefreshRejected", reason, "Warning")
+        self._record_facts(ref, items, "failed", reason)
         return True
 
     async def dead_letter_item(self, item: Item, reason: str) -> None:
@@ -134,6 +141,21 @@ class Reporter:
         self.dead_lettered += 1
         metrics.dead_lettered.labels(stage=STAGE).inc()
         self._marks.done(ticket)
+
+    def _record_facts(self, ref: WarehouseRef, items: list[Item], outcome: Outcome,
+                      reason: str | None = None) -> None:
+        """One delivery fact per distinct delivery behind this attempt (SPEC section 8)."""
+        if self._facts is None:
+            return
+        seen: set[str] = set()
+        for item in items:
+            cause = item.request.cause
+            if cause.delivery and cause.delivery not in seen:
+                seen.add(cause.delivery)
+                self._facts(DeliveryFact(
+                    delivery=cause.delivery, stage=STAGE, outcome=outcome,
+                    tags=list(cause.tags), reason=reason, warehouses=[str(ref)],
+                ))
 
     def retrying(self, ref: WarehouseRef, items: list[Item], error: KubeError,
                  delay: float) -> None:

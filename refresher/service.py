@@ -6,7 +6,7 @@ dead-lettered. A commit task commits each partition up to its lowest request
 not yet satisfied. On a rebalance the revoked partitions are committed and
 their pending requests forgotten (the next owner consumes them again).
 
-Graceful stop: stop fetching, let in-flight patches finish (within half the
+Graceful stop: stop fetching, let in-flight patches finish (within 40% of the
 shutdown budget; requests still waiting for their trailing window are handed
 back uncommitted), commit the watermark, flush Events, close.
 """
@@ -24,6 +24,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
 from pushrelay.bus import ensure_topics, new_consumer, new_producer, send_dead_letter
+from pushrelay.deliveries import DeliveryLog
 from pushrelay.events import DeadLetter, InvalidEvent, decode_refresh
 from pushrelay.kube.client import new_api_client
 from pushrelay.kube.events import EventRecorder
@@ -73,6 +74,7 @@ class RefresherService:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._recorder: EventRecorder | None = None
+        self._deliveries: DeliveryLog | None = None
         self.reporter: Reporter | None = None
         self.engine: Engine | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,8 +99,11 @@ class RefresherService:
         self._recorder = EventRecorder(self._api, COMPONENT, interval=self._event_interval,
                                        acquire=self.bucket.acquire)
         await self._recorder.start()
+        self._deliveries = DeliveryLog(self._producer, s)
+        await self._deliveries.start()
         self.reporter = Reporter(self.marks, recorder=self._recorder,
-                                 dead_letter=self._send_dead_letter)
+                                 dead_letter=self._send_dead_letter,
+                                 facts=self._deliveries.record)
         self.engine = Engine(
             refresh=Patcher(self._api, timeout=self._patch_timeout).refresh,
             sink=self.reporter, interval=s.refresh_min_interval, bucket=self.bucket,
@@ -128,19 +133,21 @@ class RefresherService:
         consume = [t for t in self._tasks if t.get_name() == "refresher:consume"]
         await _cancel(consume)  # 1. stop fetching
         if self.engine is not None:  # 2. finish in-flight patches, hand back the rest
-            cancelled = await self.engine.stop(drain_timeout=budget * 0.5)
+            cancelled = await self.engine.stop(drain_timeout=budget * 0.4)
             if cancelled:
                 log.warning("patches cancelled at shutdown; they will be redone",
                             extra={"cancelled": cancelled})
         await _cancel(self._tasks)
         if self._consumer is not None:  # 3. commit the watermark
             await self._commit()
-        if self._recorder is not None:  # 4. flush Events (best effort, bounded)
-            try:
-                async with asyncio.timeout(budget * 0.3):
-                    await self._recorder.stop()
-            except TimeoutError:
-                log.warning("events not flushed before shutdown")
+        flushers = (("events", self._recorder, 0.25), ("delivery facts", self._deliveries, 0.1))
+        for what, flusher, share in flushers:
+            if flusher is not None:  # 4. flush Events and delivery facts (best effort)
+                try:
+                    async with asyncio.timeout(budget * share):
+                        await flusher.stop()
+                except TimeoutError:
+                    log.warning("%s not flushed before shutdown", what)
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 try:

@@ -13,6 +13,7 @@ import uuid
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.deliveries import Delivery, read_deliveries
 from pushrelay.events import decode_dead_letter
 from pushrelay.settings import Settings
 from tests.integration.conftest import eventually, make_settings
@@ -56,6 +57,9 @@ async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_pat
         assert REPO in message and "v1.0.0" in message and "delivery d" in message
         assert refreshed[-1]["involvedObject"]["name"] == "app"
         assert refreshed[-1]["source"]["component"] == "pushrelay-refresher"
+        # `pushrelay deliveries` sees each delivery refreshed
+        rows = await eventually(lambda: _deliveries(settings, "d0", "d499"), within=15)
+        assert all(row.refreshed == [f"{namespace}/app"] for row in rows)
 
 
 async def test_50_warehouses_times_20_requests(
@@ -103,6 +107,8 @@ async def test_invalid_and_unknown_requests_are_dead_lettered_and_skipped(
         assert reasons[0].startswith("not JSON") and "unknown schema" in reasons[1]
         await eventually(lambda: metric("pushrelay_refresher_dropped_total") == dropped + 1,
                          within=15)
+        [row] = await eventually(lambda: _deliveries(settings, "d-missing"), within=15)
+        assert row.failed == [f"{namespace}/missing"] and "not found" in (row.reason or "")
         await eventually(lambda: service.marks.outstanding() == 0, within=15)
         await eventually(lambda: all_committed(settings), within=15)
         assert not service.crashed.is_set()
@@ -130,6 +136,8 @@ async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
                    for letter in letters)
         await eventually(lambda: all_committed(settings), within=15)
         assert watch.patches() == 0
+        [row] = await eventually(lambda: _deliveries(settings, "d-a"), within=15)
+        assert row.failed == [f"{namespace}/a"] and "403" in (row.reason or "")
         assert not service.crashed.is_set() and service.readiness() is None
 
         # grant the right: the same service now refreshes
@@ -178,3 +186,10 @@ async def test_two_replicas_share_the_partitions_and_hand_over_on_stop(
         await eventually(lambda: watch.refreshed_after(sent), within=30)
         await eventually(lambda: all_committed(settings), within=15)
         assert watch.patches() <= 2 * len(names) + settings.topic_partitions
+
+
+async def _deliveries(settings: Settings, *ids: str) -> list[Delivery] | None:
+    """The delivery rows of ``ids`` once every one has a refresher outcome."""
+    rows = {r.delivery: r for r in await read_deliveries(settings, limit=100_000)}
+    found = [rows[i] for i in ids if i in rows and (rows[i].refreshed or rows[i].failed)]
+    return found if len(found) == len(ids) else None
