@@ -22,13 +22,13 @@ demo: install
 
 ## Everything CI checks: lint, types, unit and integration tests on real services.
 test: install lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 integration: install
-	$(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
+	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

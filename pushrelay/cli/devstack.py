@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,6 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     status.set_defaults(func=_status)
 
+    run = sub.add_parser(
+        "exec", parents=[common],
+        help="run a command with the devstack's environment (`up` first, `down` after "
+        "if this started it)",
+    )
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
+    run.set_defaults(func=_exec)
+
 
 def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:
     return Devstack(args.state_dir, apiserver_args=apiserver_args)
@@ -107,6 +117,29 @@ def _env(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(stack.paths.env_file.read_text())
     return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    """Up, run the command with KUBECONFIG etc. exported, down if we started it.
+
+    ``make test`` uses this so a cold build shows its progress before pytest
+    starts, and pytest's fixtures reuse the running stack.
+    """
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("devstack exec: no command given (devstack exec -- CMD ...)", file=sys.stderr)
+        return 2
+    stack = _stack(args)
+    was_healthy = stack.paths.run.is_dir() and stack.healthy()
+    try:
+        env = stack.up()
+    except DevstackError as exc:
+        return _fail(exc)
+    try:
+        return subprocess.call(cmd, env={**os.environ, **env})
+    finally:
+        if not was_healthy:
+            stack.down()
 
 
 def _status(args: argparse.Namespace) -> int:
