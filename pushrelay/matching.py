@@ -282,9 +282,12 @@ def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
     """Warehouses to refresh for a push of ``tags`` to any of ``urls`` (normalized)."""
     tag_list = list(dict.fromkeys(tags))
     found: dict[tuple[str, str], tuple[str, dict[str, None], list[int]]] = {}
+    verdicts: dict[int, list[str]] = {}  # identical subscriptions share a compiled object
     for url in urls:
         for sub in _in_scope(index, url, project):
-            ok = qualifying(sub, tag_list)
+            ok = verdicts.get(id(sub.compiled))
+            if ok is None:
+                ok = verdicts[id(sub.compiled)] = qualifying(sub, tag_list)
             if not ok:
                 continue
             key = (sub.namespace, sub.warehouse)

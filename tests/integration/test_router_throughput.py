@@ -109,7 +109,9 @@ async def test_router_throughput_10k(settings: Settings, bench_namespaces: list[
            "KUBECONFIG": settings.kubeconfig or "", "PUSHRELAY_LOG_LEVEL": "WARNING",
            "PUSHRELAY_HEALTH_PORT": "0", "PUSHRELAY_TOPIC_PARTITIONS": "3"}
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "router", env=env)
+    profile = os.environ.get("PUSHRELAY_ROUTER_BENCH_PROFILE")  # a cProfile output path
+    wrap = ["-m", "cProfile", "-o", profile] if profile else []
+    proc = await asyncio.create_subprocess_exec(sys.executable, *wrap, "-m", "router", env=env)
     try:
         await eventually(lambda: collector.raw, within=120, interval=0.01)
         first = time.monotonic()
