@@ -202,6 +202,8 @@ class WebhookHandler:
     def _record(self, outcome: Outcome, receiver: Receiver, delivery: str, *,
                 reason: str | None = None, repository: str | None = None,
                 tags: list[str] | None = None, test: bool = False) -> None:
+        if self.on_delivery is _ignore:
+            return
         try:
             self.on_delivery(DeliveryFact(
                 delivery=delivery, stage="ingress", outcome=outcome, receiver=receiver.name,
