@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import ClientSession
 from aiokafka import AIOKafkaConsumer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.service import IngressService, create
@@ -398,3 +407,37 @@ async def test_graceful_stop_finishes_in_flight_requests(
     finally:
         await service.stop()
     await read_events(settings, {body["delivery"]})
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+async def test_tls(devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,
+                   namespace: str, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    settings = make_settings(devstack_env, topic_prefix, tls_cert=cert, tls_key=key)
+    path = await project_with_receiver(kube, namespace)
+    context = ssl.create_default_context(cafile=cert)
+    async with ClientSession() as http, running_ingress(settings) as service:
+        await eventually(lambda: service.registry.lookup(path), within=20)
+        url = f"https://127.0.0.1:{service.port}{path}"
+        async with http.post(url, data=dumps(PAYLOAD), ssl=context) as resp:
+            assert resp.status == 202
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served
+            async with http.post(url.replace("https", "http"), data=dumps(PAYLOAD)):
+                pass
