@@ -42,7 +42,8 @@ DELIVERY_HEADER = "X-Pushrelay-Delivery"
 INVALID_BODY = "invalid request body"
 READ_CHUNK = 64 * 1024
 
-OnDelivery = Callable[[DeliveryFact], None]
+# Called with each delivery's outcome and the receiver it came through.
+OnDelivery = Callable[[DeliveryFact, Receiver], None]
 
 
 class Receivers(Protocol):
@@ -66,7 +67,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def _ignore(_: DeliveryFact) -> None:
+def _ignore(_: DeliveryFact, __: Receiver) -> None:
     return None
 
 
@@ -208,7 +209,7 @@ class WebhookHandler:
             self.on_delivery(DeliveryFact(
                 delivery=delivery, stage="ingress", outcome=outcome, receiver=receiver.name,
                 project=receiver.project, repository=repository, tags=tags or [],
-                reason=reason, test_notification=test))
+                reason=reason, test_notification=test), receiver)
         except Exception:  # noqa: BLE001 - visibility must never fail a delivery
             log.exception("delivery hook failed", extra={"delivery": delivery})
 

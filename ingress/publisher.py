@@ -63,6 +63,11 @@ class KafkaPublisher:
             except TimeoutError:
                 log.warning("Kafka producer did not flush in time")
 
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        """The connected producer, or None (shared with the delivery log)."""
+        return self._producer
+
     def readiness(self) -> str | None:
         if self._producer is not None and self.connected:
             return None

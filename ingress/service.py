@@ -19,9 +19,11 @@ from kubernetes_asyncio.client import ApiClient
 
 from ingress.app import OnDelivery, WebhookHandler, build_app
 from ingress.publisher import KafkaPublisher, PublishError
-from ingress.registry import ReceiverRegistry
+from ingress.registry import ReceiverRegistry, object_ref
+from pushrelay.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.kube.client import new_api_client
 from pushrelay.kube.events import EventRecorder
+from pushrelay.receivers import Receiver
 from pushrelay.runtime import Service
 from pushrelay.settings import IngressSettings
 
@@ -44,7 +46,9 @@ class IngressService:
         self.registry = ReceiverRegistry(settings)
         self.publisher = KafkaPublisher(settings)
         self.handler = WebhookHandler(settings, self.registry, self.publisher,
-                                      publish_error=PublishError)
+                                      publish_error=PublishError,
+                                      on_delivery=self._on_delivery)
+        self.deliveries = DeliveryLog(lambda: self.publisher.producer, settings)
         # all-in-one passes a list it fills later: keep the very same object.
         self._health = health_services if health_services is not None else [self]
         self._api: ApiClient | None = None
@@ -52,6 +56,20 @@ class IngressService:
         self._runner: web.AppRunner | None = None
         self._started = False
         self._stop_lock = asyncio.Lock()
+
+    def _on_delivery(self, fact: DeliveryFact, receiver: Receiver) -> None:
+        """Record the outcome for `pushrelay deliveries` and as an Event on the config."""
+        self.deliveries.record(fact)
+        if self._recorder is None:
+            return
+        if fact.outcome == "accepted":
+            kind = "test notification" if fact.test_notification else "push"
+            reason, type_ = "DeliveryAccepted", "Normal"
+            message = f"receiver {receiver.name!r} accepted a {kind} of {fact.repository}"
+        else:
+            reason, type_ = "DeliveryRejected", "Warning"
+            message = f"receiver {receiver.name!r} {fact.outcome} a delivery: {fact.reason}"
+        self._recorder.record(object_ref(receiver.owner), reason, message, type_)
 
     @property
     def on_delivery(self) -> OnDelivery:
@@ -85,6 +103,7 @@ class IngressService:
         await self._recorder.start()
         await self.registry.start(self._api, self._recorder)
         await self.publisher.start()
+        await self.deliveries.start()
         for task in (self.registry.task, self.publisher.task):
             if task is not None:
                 task.add_done_callback(self._watch_task)
@@ -134,6 +153,7 @@ class IngressService:
                 if not await self.handler.drained(self._drain_time()):
                     log.warning("requests still in flight at shutdown; cancelling them")
                 await runner.cleanup()  # close idle connections, cancel leftovers
+            await self.deliveries.stop()
             await self.publisher.stop()  # flush
             await self.registry.stop()
             recorder, self._recorder = self._recorder, None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -30,6 +30,7 @@ from pushrelay.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
+ProducerSource = Callable[[], AIOKafkaProducer | None]
 Outcome = Literal["accepted", "rejected", "matched", "refreshed", "dropped", "failed"]
 Stage = Literal["ingress", "router", "refresher"]
 
@@ -118,9 +119,11 @@ def _newest_first(rows: Iterable[Delivery]) -> list[Delivery]:
 class DeliveryLog:
     """Non-blocking recorder of delivery facts onto the deliveries topic."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: CommonSettings,
+    def __init__(self, producer: AIOKafkaProducer | ProducerSource, settings: CommonSettings,
                  max_queue: int = 10_000) -> None:
-        self._producer = producer
+        self._producer: ProducerSource = (
+            producer if callable(producer) else (lambda: producer)
+        )
         self._topic = settings.deliveries_topic
         self._queue: asyncio.Queue[DeliveryFact] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -151,8 +154,12 @@ class DeliveryLog:
         while True:
             fact = await self._queue.get()
             try:
+                producer = self._producer()
+                while producer is None:  # not connected (yet): the fact waits
+                    await asyncio.sleep(1.0)
+                    producer = self._producer()
                 value = orjson.dumps(fact.model_dump(mode="json", by_alias=True))
-                await self._producer.send(self._topic, value, key=fact.key)
+                await producer.send(self._topic, value, key=fact.key)
             except Exception as exc:  # noqa: BLE001 - visibility is best effort
                 self.dropped += 1
                 log.warning("could not record delivery fact: %s", exc)

@@ -75,7 +75,8 @@ async def harness() -> AsyncIterator[Harness]:
     settings = IngressSettings(max_body_bytes=2 * 1024 * 1024, read_timeout=0.5,
                                retry_after=30)
     receivers, publisher, facts = FakeReceivers(), FakePublisher(), []
-    handler = WebhookHandler(settings, receivers, publisher, on_delivery=facts.append,
+    handler = WebhookHandler(settings, receivers, publisher,
+                             on_delivery=lambda fact, _: facts.append(fact),
                              publish_error=PublishFailed)
     runner = web.AppRunner(build_app(settings, handler, []), access_log=None,
                            lingering_time=LINGERING_TIME)
@@ -191,7 +192,7 @@ async def test_unavailable_when_not_ready_or_publish_fails(harness: Harness) -> 
 
 
 async def test_delivery_hook_failure_does_not_fail_the_request(harness: Harness) -> None:
-    def broken(_: DeliveryFact) -> None:
+    def broken(_: DeliveryFact, __: object) -> None:
         raise RuntimeError("hook")
 
     harness.handler.on_delivery = broken

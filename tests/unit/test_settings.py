@@ -54,7 +54,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PUSHRELAY_WRITE_STATUS", "maybe"),
     ],
 )
-def test_bad_values_are_clear_errors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_bad_values_are_clear_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
         Settings()
