@@ -38,33 +38,18 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.kube.client import new_api_client, request_json
 from tests.integration.conftest import eventually
+from tests.rbac_expectations import ALLOWED, KARGO
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 NS = "pushrelay"
 FIELD_MANAGER = "pushrelay-test"
 SERVICES = ("ingress", "router", "refresher")
-KARGO = "kargo.akuity.io"
+
 KARGO_API = f"/apis/{KARGO}/v1alpha1"
 CLUSTER_SECRETS_NS = "kargo-cluster-secrets"
 REFRESH_ANNOTATION = "kargo.akuity.io/refresh"
 
-_EVENTS = {("", "events", "create"), ("", "events", "patch"),
-           ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch")}
-# (apiGroup, resource[/subresource], verb): what each service needs, nothing more.
-ALLOWED: dict[str, set[tuple[str, str, str]]] = {
-    "ingress": {
-        (KARGO, "projectconfigs", "list"), (KARGO, "projectconfigs", "watch"),
-        (KARGO, "projectconfigs/status", "patch"), (KARGO, "projectconfigs/status", "update"),
-        (KARGO, "clusterconfigs", "get"), (KARGO, "clusterconfigs", "list"),
-        (KARGO, "clusterconfigs", "watch"),
-        (KARGO, "clusterconfigs/status", "patch"), (KARGO, "clusterconfigs/status", "update"),
-        ("", "secrets", "list"), ("", "secrets", "watch"),
-        *_EVENTS,
-    },
-    "router": {(KARGO, "warehouses", "list"), (KARGO, "warehouses", "watch"), *_EVENTS},
-    "refresher": {(KARGO, "warehouses", "patch"), *_EVENTS},
-}
 
 # What the SubjectAccessReview matrix asks about: (group, resource, namespaced).
 MATRIX_RESOURCES = [

@@ -19,29 +19,14 @@ import pytest
 import yaml
 
 from pushrelay.settings import Settings
+from tests.rbac_expectations import ALLOWED, KARGO
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 NAMESPACE = "pushrelay"
 SERVICES = ("ingress", "router", "refresher")
 
-CORE_EVENTS = {("", "events", "create"), ("", "events", "patch"),
-               ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch")}
-KARGO = "kargo.akuity.io"
-# (apiGroup, resource, verb): exactly what each service may do, cluster-wide.
-ALLOWED: dict[str, set[tuple[str, str, str]]] = {
-    "ingress": {
-        (KARGO, "projectconfigs", "list"), (KARGO, "projectconfigs", "watch"),
-        (KARGO, "projectconfigs/status", "patch"), (KARGO, "projectconfigs/status", "update"),
-        (KARGO, "clusterconfigs", "get"), (KARGO, "clusterconfigs", "list"),
-        (KARGO, "clusterconfigs", "watch"),
-        (KARGO, "clusterconfigs/status", "patch"), (KARGO, "clusterconfigs/status", "update"),
-        ("", "secrets", "list"), ("", "secrets", "watch"),
-        *CORE_EVENTS,
-    },
-    "router": {(KARGO, "warehouses", "list"), (KARGO, "warehouses", "watch"), *CORE_EVENTS},
-    "refresher": {(KARGO, "warehouses", "patch"), *CORE_EVENTS},
-}
+
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
