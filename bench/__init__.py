@@ -1,0 +1,1 @@
+"""pushrelay benchmarks: ``python -m bench`` (``make bench``). See docs/benchmarks.md."""

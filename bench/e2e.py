@@ -1,0 +1,228 @@
+"""Benchmark 2: push → annotation latency, end to end.
+
+1,000 Warehouses in 20 namespaces (each namespace a project with its own Quay
+receiver; Warehouse ``w<j>`` lives in namespace ``j mod 20`` and subscribes to
+its own repository). Pushes arrive at 200/s for 60 s, open loop, round-robin
+over the Warehouses: push ``i`` goes to Warehouse ``i mod 1000`` through its
+project's receiver, so each Warehouse is pushed once every 5 s.
+
+Latency of a push = the moment a watch on the Warehouses (the bench's own
+informer, as Kargo's controller would watch) reads the *first* change of the
+Warehouse's refresh annotation after the push was answered 202, minus the
+moment the 202 arrived. Round-robin at 5 s per Warehouse keeps every push out
+of the refresher's 2 s coalescing window, so each is a leading-edge patch; a
+push landing inside a window would wait for the trailing patch instead (up
+to ``PUSHRELAY_REFRESH_MIN_INTERVAL``) — by design, not by load.
+
+Baseline, same run: the Kargo-like receiver at the same rate over the same
+Warehouses. It patches before it answers, so for both the latency is also
+given from the moment each request was due to be sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+from bench import profiling
+from bench.cluster import payload
+from bench.common import (
+    Context,
+    Section,
+    ServiceProc,
+    api_counts,
+    diff_counts,
+    percentile,
+    ratio,
+    say,
+)
+from bench.kargo_baseline import KargoBaseline
+from bench.layout import E2E_PREFIX, ensure_e2e
+from bench.load import OnDone, Pool, RunResult, fixed_rate, now, post_request
+from bench.watch import AnnotationWatch
+
+PREFIX = E2E_PREFIX
+WARMUP_SECONDS = 3.0
+#: Write budget for this benchmark: above the offered load (200 patches/s plus
+#: one Kubernetes Event write per patch), so latency is the pipeline's, not a
+#: queue behind the budget. With the default 20 writes/s this load would queue.
+QPS = 1000
+BURST = 1000
+
+
+class Tracker:
+    """Pushes waiting for their Warehouse's next annotation change."""
+
+    def __init__(self, watch: AnnotationWatch) -> None:
+        self.pending: dict[tuple[str, str], collections.deque[tuple[float, float]]] = \
+            collections.defaultdict(collections.deque)
+        self.from_answer: list[float] = []  # change - 202
+        self.from_send: list[float] = []  # change - due time of the request
+        self.early = 0  # the change was read before the 202 arrived
+        self.accepted = 0
+        self._watch = watch
+        self._last: dict[tuple[str, str], float] = {}
+        watch.listeners.append(self._changed)
+
+    def close(self) -> None:
+        self._watch.listeners.remove(self._changed)
+
+    def answered(self, key: tuple[str, str], status: int, due: float, done: float) -> None:
+        if not 200 <= status < 300:
+            return
+        self.accepted += 1
+        last = self._last.get(key, 0.0)
+        if last > due:  # already refreshed while the answer was on its way
+            self.early += 1
+            self.from_answer.append(0.0)
+            self.from_send.append(last - due)
+            return
+        self.pending[key].append((due, done))
+
+    def _changed(self, key: tuple[str, str], when: float) -> None:
+        self._last[key] = when
+        queue = self.pending.get(key)
+        while queue and queue[0][1] <= when:
+            due, done = queue.popleft()
+            self.from_answer.append(when - done)
+            self.from_send.append(when - due)
+
+    @property
+    def outstanding(self) -> int:
+        return sum(len(q) for q in self.pending.values())
+
+
+async def run(ctx: Context, section: Section) -> None:
+    sizes = ctx.sizes
+    targets = await ensure_e2e(ctx)
+    namespaces = sorted({t.namespace for t in targets})
+    bodies = {t.repo: post_request(t.path, payload(t.repo)) for t in targets}
+    section.settings.update({
+        "layout": f"{len(targets)} Warehouses in {len(namespaces)} namespaces (projects), "
+                  "one repository each; round-robin pushes",
+        "load": f"{sizes.e2e_rate:g} pushes/s open loop for {sizes.e2e_seconds:g} s "
+                f"(after a {WARMUP_SECONDS:g} s warm-up not counted)",
+        "pushrelay": f"3 processes; PUSHRELAY_REFRESH_QPS={QPS}, REFRESH_BURST={BURST} "
+                     "(above the offered 200 patches/s + 200 Event writes/s), "
+                     "REFRESH_MIN_INTERVAL=2 (default)",
+        "baseline": "Kargo-like receiver, same rate, same Warehouses, "
+                    f"{sizes.e2e_baseline_seconds:g} s",
+    })
+
+    watch = AnnotationWatch(ctx.api, prefix=PREFIX)
+    await watch.start()
+    sequence = [0]  # next Warehouse in the round-robin, across runs
+
+    def request_for(tracker: Tracker | None, base: int) -> tuple[Callable[[int], bytes], OnDone]:
+        def make(i: int) -> bytes:
+            return bodies[targets[(base + i) % len(targets)].repo]
+
+        def done(i: int, status: int, due: float, answered: float) -> None:
+            if tracker is not None:
+                tracker.answered(targets[(base + i) % len(targets)].key, status, due, answered)
+        return make, done
+
+    async def load(port: int, seconds: float, tracker: Tracker | None) -> RunResult:
+        make, done = request_for(tracker, sequence[0])
+        pool = Pool("127.0.0.1", port, 256)
+        try:
+            result = await fixed_rate(pool, make, sizes.e2e_rate, seconds, on_done=done)
+        finally:
+            pool.close()
+        sequence[0] += result.sent
+        return result
+
+    logs = ctx.run_dir / "logs"
+    env = ctx.service_env(ctx.prefix("e2e"), refresh_qps=QPS, refresh_burst=BURST)
+    procs = [ServiceProc(m, env, logs, label=f"e2e-{m}") for m in ("ingress", "router",
+                                                                  "refresher")]
+    relay: dict[str, Any] = {}
+    try:
+        await asyncio.gather(*(p.start() for p in procs))
+        await asyncio.gather(*(p.wait_ready() for p in procs))
+        await asyncio.sleep(1.0)
+        await load(procs[0].port, WARMUP_SECONDS, None)
+        await watch.quiet(2.5, within=30)
+        tracker = Tracker(watch)
+        before = await api_counts(ctx.stack)
+        cpu_before = {p.label: p.cpu() for p in procs}
+        workload = load(procs[0].port, sizes.e2e_seconds, tracker)
+        if ctx.profile:
+            result = await profiling.record(
+                ctx, {"e2e-router": procs[1].pid, "e2e-refresher": procs[2].pid,
+                      "e2e-ingress": procs[0].pid}, min(sizes.e2e_seconds, 30.0), workload)
+        else:
+            result = await workload
+        cpu = {p.label: (p.cpu() - cpu_before[p.label]) / max(result.seconds, 1e-9)
+               for p in procs}
+        if not await _drained(tracker, 30.0):
+            section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")
+        after = await api_counts(ctx.stack)
+        relay = {"result": result, "tracker": tracker, "delta": diff_counts(after, before),
+                 "cpu": cpu}
+    finally:
+        codes = [await p.stop() for p in procs]
+        if any(c != 0 for c in codes):
+            section.notes.append(f"pushrelay exit codes: {codes}")
+    tracker = relay["tracker"]
+    tracker.close()
+    missing = tracker.outstanding
+    say(f"e2e: pushrelay {tracker.accepted} accepted, p99 from 202 "
+        f"{percentile(tracker.from_answer, 99) * 1000:.0f} ms, missing {missing}")
+
+    kargo = KargoBaseline(ctx.api, {t.path: t.namespace for t in targets})
+    await kargo.start()
+    base_tracker = Tracker(watch)
+    try:
+        await asyncio.sleep(0.5)
+        base_result = await load(kargo.port, sizes.e2e_baseline_seconds, base_tracker)
+        if not await _drained(base_tracker, 15.0):
+            section.notes.append("baseline: some pushes saw no refresh within 15 s")
+    finally:
+        base_tracker.close()
+        await kargo.stop()
+        await watch.stop()
+
+    result = relay["result"]
+    fa, fs = tracker.from_answer, tracker.from_send
+    bs = base_tracker.from_send
+    p99 = percentile(fa, 99) * 1000
+    section.add("push→annotation p50 (from the 202)", percentile(fa, 50) * 1000, "ms")
+    section.add("push→annotation p99 (from the 202)", p99, "ms", target="< 500 ms",
+                met=p99 < 500 and missing == 0)
+    section.add("push→annotation max (from the 202)", max(fa, default=float("nan")) * 1000,
+                "ms")
+    section.add("p50 from request sent", percentile(fs, 50) * 1000, "ms",
+                baseline=percentile(bs, 50) * 1000,
+                ratio=ratio(percentile(fs, 50), percentile(bs, 50)))
+    section.add("p99 from request sent", percentile(fs, 99) * 1000, "ms",
+                baseline=percentile(bs, 99) * 1000,
+                ratio=ratio(percentile(fs, 99), percentile(bs, 99)))
+    section.add("pushes accepted (2xx)", tracker.accepted, "", baseline=base_tracker.accepted,
+                note=f"of {result.sent} / {base_result.sent} sent")
+    section.add("accepted pushes with no refresh seen", missing, "",
+                baseline=base_tracker.outstanding)
+    section.add("achieved push rate", result.rate, "/s", baseline=base_result.rate)
+    delta = relay["delta"]
+    if delta:
+        patches = delta.get(("PATCH", "warehouses"), 0.0)
+        section.add("Warehouse PATCHes per accepted push", ratio(patches, tracker.accepted), "",
+                    note="1.0 = one leading-edge patch per push")
+        events = delta.get(("POST", "events"), 0.0) + delta.get(("PATCH", "events"), 0.0)
+        section.add("Event writes per Warehouse PATCH", ratio(events, patches), "")
+    for label, share in relay["cpu"].items():
+        section.add(f"CPU of {label.removeprefix('e2e-')}", share * 100, "% of a core")
+    if tracker.early:
+        section.notes.append(f"{tracker.early} refreshes were read before their 202 arrived "
+                             "(counted as 0 ms)")
+
+
+async def _drained(tracker: Tracker, within: float) -> bool:
+    deadline = now() + within
+    while tracker.outstanding:
+        if now() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
