@@ -1,0 +1,434 @@
+"""Fault scenarios under steady load: no acknowledged push may be lost.
+
+Every scenario: a fresh namespace with a Quay receiver and ~600 Warehouses
+(:mod:`tests.faults.plan`), the three services as separate processes with their
+own topics, a load generator process pushing at a steady rate through the
+receiver URL the ingress wrote to ``status.webhookReceivers``, a fault, then the
+accounting of :mod:`tests.faults.harness`: every ``202`` must be followed by a
+refresh of each Warehouse it matches (lost = 0), nothing else may be refreshed,
+no service may exit on its own, a final SIGTERM must stop each with exit 0, and
+no log line may hold the receiver's secret or its full hash.
+
+``PUSHRELAY_FAULTS_SEED`` fixes the random kill moments (printed otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from pushrelay.devstack.stack import mint_user_kubeconfig
+from pushrelay.kube.client import request_json
+from tests.faults.harness import (
+    ROOT,
+    FaultStack,
+    LoadGen,
+    Pipeline,
+    Project,
+    Push,
+    RefreshTracker,
+    Row,
+    account,
+    base_env,
+    create_project,
+    delete_namespace,
+    deliveries_in_topic,
+    eventually,
+    note,
+    pairs_of,
+    receiver_path_from_status,
+    settle,
+)
+from tests.faults.plan import Plan
+
+SEED = int(os.environ.get("PUSHRELAY_FAULTS_SEED") or random.randrange(1 << 30))
+RATE = 8.0  # pushes per second: steady, well above any real Quay notification rate
+KILLS = 10
+
+
+@dataclass
+class Ctx:
+    stack: FaultStack
+    api: ApiClient
+    project: Project
+    pipeline: Pipeline
+    load: LoadGen
+    row: Row
+    rng: random.Random
+    extra: dict[str, object] = field(default_factory=dict)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, restarting (and recording) any service that died by itself."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.pipeline.check_alive()
+            await asyncio.sleep(min(left, 0.5))
+
+    async def wait_acked(self, more: int, within: float = 120) -> None:
+        target = self.load.acked() + more
+        await eventually(lambda: self.load.acked() >= target, within=within,
+                         what=f"{more} more 202s")
+
+
+Fault = Callable[[Ctx], Awaitable[int | None]]
+
+
+async def run_scenario(
+    name: str, stack: FaultStack, api: ApiClient, logs_root: Path, results: list[Row],
+    fault: Fault, *, faults: str, rate: float = RATE, plan: Plan | None = None,
+    overrides: dict[str, dict[str, str]] | None = None, kafka_bootstrap: str | None = None,
+    kubeconfig: Path | None = None, settle_within: float = 240,
+    before_start: Callable[[Project, Path], Awaitable[None]] | None = None,
+    after_settle: Callable[[Ctx], Awaitable[None]] | None = None,
+) -> Ctx:
+    plan = plan or Plan()
+    rng = random.Random(f"{SEED}:{name}")
+    workdir = logs_root / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    row = Row(name, faults=faults)
+    results.append(row)
+    started = time.monotonic()
+    note(f"{name}: setting up (seed {SEED})")
+    project = await create_project(api, plan)
+    tracker = RefreshTracker(api, project.namespace)
+    await tracker.start()
+    if before_start is not None:
+        await before_start(project, workdir)
+    pipeline = Pipeline(name, kafka_bootstrap or stack.bootstrap,
+                        kubeconfig or stack.kubeconfig, workdir, overrides or {})
+    load: LoadGen | None = None
+    try:
+        await pipeline.start()
+        path = await receiver_path_from_status(api, project)
+        load = LoadGen(pipeline.ingress.base_url + path, plan, workdir, rate,
+                       duration=600)
+        ctx = Ctx(stack, api, project, pipeline, load, row, rng, {"tracker": tracker})
+        load.start()
+        await ctx.wait_acked(20, within=60)  # the pipeline flows before the fault
+        note(f"{name}: load running; injecting: {faults}")
+        fault_end_ns = await fault(ctx)
+        pushes = await load.finish()
+        pipeline.check_alive()
+        note(f"{name}: load done ({sum(p.status == 202 for p in pushes)} acked); settling")
+        pairs = pairs_of(plan, pushes)
+        await settle(tracker, pairs, within=settle_within)
+        account(row, plan, pushes, tracker, fault_end_ns)
+        ctx.extra["pushes"] = pushes
+        acked = {p.delivery for p in pushes if p.status == 202 and p.delivery}
+        not_stored = acked - await deliveries_in_topic(stack.bootstrap, pipeline.push_topic)
+        if not_stored:
+            row.notes.append(f"{len(not_stored)} 202'd deliveries missing from the push topic")
+        if after_settle is not None:
+            await after_settle(ctx)
+        exits = pipeline.unexpected_exits()
+        if exits:
+            row.notes.append(f"services exited by themselves: {exits}")
+        codes = pipeline.stop()
+        bad_codes = {s: c for s, c in codes.items() if c != 0}
+        if bad_codes:
+            row.notes.append(f"graceful stop (SIGTERM) exit codes: {bad_codes}")
+        leaks = leaked(workdir, project)
+        if leaks:
+            row.notes.append(f"secret or full receiver hash in logs: {leaks}")
+        row.duration_s = time.monotonic() - started
+        row.passed = (row.lost == 0 and row.failed == 0 and not exits and not bad_codes
+                      and not leaks and not not_stored
+                      and not any(n.startswith("decoy") for n in row.notes))
+        note(f"{name}: acked {row.acked}, expected {row.expected}, lost {row.lost}, "
+             f"recover {row.recover_s}s, {row.duration_s:.0f}s")
+        assert row.lost == 0, row.notes
+        assert not not_stored, "a 202 for an event that is not in Kafka"
+        assert row.failed == 0, [p for p in pushes if p.status not in (202, 503)][:5]
+        assert not exits, exits
+        assert not bad_codes, bad_codes
+        assert not leaks, leaks
+        assert not any(n.startswith("decoy") for n in row.notes), row.notes
+        return ctx
+    finally:
+        if load is not None:
+            load.close()
+        pipeline.close()
+        await tracker.stop()
+        await delete_namespace(api, project.namespace)
+        row.duration_s = row.duration_s or time.monotonic() - started
+
+
+def leaked(workdir: Path, project: Project) -> list[str]:
+    digest = project.expected_path.rsplit("/", 1)[1]
+    found = []
+    for log in workdir.glob("*.log"):
+        text = log.read_text(errors="replace")
+        if project.secret in text:
+            found.append(f"{log.name}: secret")
+        if digest[:9] in text:
+            found.append(f"{log.name}: more than 8 hex chars of the receiver hash")
+    return found
+
+
+# ---- scenarios -----------------------------------------------------------------------------
+
+
+async def test_kafka_kill_9(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
+                            fault_results: list[Row]) -> None:
+    """kill -9 of the broker under load: 503 + Retry-After while it is down, never a 202
+    for an event not stored, and every 202 refreshed afterwards."""
+    marks: dict[str, int] = {}
+
+    async def fault(ctx: Ctx) -> int:
+        marks["kill"] = time.time_ns()
+        await asyncio.to_thread(ctx.stack.kill_kafka)
+        note("kafka killed (-9); down for 15 s")
+        await ctx.sleep(15)
+        marks["restart"] = time.time_ns()
+        await asyncio.to_thread(ctx.stack.start_kafka)
+        marks["ready"] = time.time_ns()
+        note(f"kafka back after {(marks['ready'] - marks['kill']) / 1e9:.0f}s")
+        await ctx.wait_acked(60, within=120)
+        return marks["ready"]
+
+    ctx = await run_scenario("kafka_kill_9", fault_stack, admin, logs_root, fault_results,
+                             fault, faults="broker kill -9, down 15 s + restart")
+    pushes: list[Push] = ctx.extra["pushes"]  # type: ignore[assignment]
+    row = ctx.row
+    unavailable = [p for p in pushes if p.status == 503]
+    assert unavailable, "the outage must have produced 503s"
+    assert all(p.retry_after for p in unavailable), "every 503 carries Retry-After"
+    # No 202 for a push sent after the broker died and before it was restarted.
+    window = [p for p in pushes
+              if marks["kill"] + 1_000_000_000 <= p.sent_ns <= marks["restart"]]
+    assert window and not [p for p in window if p.status == 202], "a 202 while Kafka was down"
+    row.notes.append(f"{len(unavailable)} × 503, each with Retry-After; no 202 among the "
+                     f"{len(window)} pushes sent while the broker was down; every 202'd "
+                     "delivery is in the push topic")
+
+
+async def _kill_repeatedly(ctx: Ctx, service: str) -> int:
+    proc = ctx.pipeline.procs[service]
+    last = 0
+    for i in range(KILLS):
+        await ctx.sleep(ctx.rng.uniform(0.5, 10.0))
+        ctx.pipeline.check_alive()
+        ready = await proc.ready()
+        code = proc.kill(signal.SIGKILL)
+        assert code == -signal.SIGKILL, code
+        proc.start()
+        last = time.time_ns()
+        note(f"{service} kill -9 #{i + 1} ({'ready' if ready else 'starting'}) and restart")
+    await eventually(proc.ready, within=120, what=f"{service} ready after the last restart")
+    await ctx.wait_acked(40, within=120)
+    return last
+
+
+async def test_router_kill_9_x10(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
+                                 fault_results: list[Row]) -> None:
+    """kill -9 of the router at random moments, 10 times, restarted each time."""
+
+    async def fault(ctx: Ctx) -> int:
+        return await _kill_repeatedly(ctx, "router")
+
+    await run_scenario("router_kill_9_x10", fault_stack, admin, logs_root, fault_results,
+                       fault, faults=f"router kill -9 ×{KILLS} at random moments")
+
+
+async def test_refresher_kill_9_x10(fault_stack: FaultStack, admin: ApiClient,
+                                    logs_root: Path, fault_results: list[Row]) -> None:
+    """kill -9 of the refresher at random moments, 10 times, restarted each time."""
+
+    async def fault(ctx: Ctx) -> int:
+        return await _kill_repeatedly(ctx, "refresher")
+
+    await run_scenario("refresher_kill_9_x10", fault_stack, admin, logs_root, fault_results,
+                       fault, faults=f"refresher kill -9 ×{KILLS} at random moments")
+
+
+async def test_apiserver_down_30s(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
+                                  fault_results: list[Row]) -> None:
+    """kube-apiserver stopped for 30 s: refreshes queue and land afterwards; the ingress
+    keeps serving its known receivers (202) all along."""
+    marks: dict[str, int] = {}
+
+    async def fault(ctx: Ctx) -> int:
+        marks["down"] = time.time_ns()
+        await asyncio.to_thread(ctx.stack.stop_apiserver)
+        note("kube-apiserver stopped for 30 s")
+        await ctx.sleep(30 - (time.time_ns() - marks["down"]) / 1e9)
+        marks["up"] = time.time_ns()
+        await asyncio.to_thread(ctx.stack.start_apiserver)
+        marks["ready"] = time.time_ns()
+        note(f"kube-apiserver back after {(marks['ready'] - marks['down']) / 1e9:.0f}s")
+        await ctx.wait_acked(60, within=120)
+        return marks["ready"]
+
+    ctx = await run_scenario("apiserver_down_30s", fault_stack, admin, logs_root,
+                             fault_results, fault, faults="kube-apiserver stopped 30 s")
+    pushes: list[Push] = ctx.extra["pushes"]  # type: ignore[assignment]
+    during = [p for p in pushes if marks["down"] <= p.sent_ns <= marks["up"]]
+    refused = [p for p in during if p.status != 202]
+    ctx.row.notes.append(f"{len(during)} pushes during the outage, {len(refused)} not 202 "
+                         "(the receiver registry keeps serving)")
+    assert len(during) > 100 and not refused, refused[:5]
+
+
+LIMITED = ("--enable-priority-and-fairness=false", "--max-mutating-requests-inflight=1")
+STORM_QPS = 25
+
+
+async def test_429_storm(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
+                         fault_results: list[Row]) -> None:
+    """An apiserver answering 429 to most concurrent writes (APF off, one mutating request
+    in flight; the refresher is a least-privilege user, not exempt system:masters):
+    retried with backoff, none lost, the write budget respected."""
+    user = f"faults-refresher-{uuid.uuid4().hex[:6]}"
+    overrides = {"refresher": {"PUSHRELAY_REFRESH_QPS": str(STORM_QPS),
+                               "PUSHRELAY_REFRESH_BURST": str(STORM_QPS),
+                               "PUSHRELAY_REFRESH_MAX_BACKOFF": "5"}}
+    marks: dict[str, float] = {}
+
+    async def before_start(project: Project, workdir: Path) -> None:
+        await asyncio.to_thread(fault_stack.stop_apiserver)
+        await asyncio.to_thread(fault_stack.start_apiserver, LIMITED)
+        kubeconfig = mint_user_kubeconfig(fault_stack.state_dir, user)
+        await grant_refresher(admin, project.namespace, user)
+        overrides["refresher"]["KUBECONFIG"] = str(kubeconfig)
+
+    async def fault(ctx: Ctx) -> int:
+        await ctx.sleep(25)
+        return time.time_ns()
+
+    async def after_settle(ctx: Ctx) -> None:
+        refresher = ctx.pipeline.refresher
+        elapsed = time.monotonic() - refresher.started_at
+        got_429 = await refresher.metric("pushrelay_refresher_retried_total", 'reason="429"')
+        retried = await refresher.metric("pushrelay_refresher_retried_total")
+        patched = await refresher.metric("pushrelay_refresher_patched_total")
+        budget = STORM_QPS + STORM_QPS * elapsed
+        marks.update(got_429=got_429, attempts=patched + retried, budget=budget)
+        # the densest 5 s of successful patches, as the watch saw them
+        values = sorted(v for vs in ctx.extra["tracker"].values.values()  # type: ignore[attr-defined]
+                        for v in vs)
+        densest, j = 0, 0
+        for i, value in enumerate(values):
+            while values[j] < value - 5_000_000_000:
+                j += 1
+            densest = max(densest, i - j + 1)
+        marks["densest"] = densest
+        ctx.row.notes.append(
+            f"{got_429:.0f} × 429 retried; {patched + retried:.0f} write attempts in "
+            f"{elapsed:.0f} s (budget {budget:.0f}); densest 5 s: {densest} patches "
+            f"(budget {STORM_QPS * 6})")
+
+    try:
+        await run_scenario(
+            "429_storm", fault_stack, admin, logs_root, fault_results, fault,
+            faults=f"{' '.join(LIMITED)}; refresher budget {STORM_QPS}/s", rate=20.0,
+            overrides=overrides, before_start=before_start, after_settle=after_settle,
+            settle_within=300)
+    finally:
+        await asyncio.to_thread(fault_stack.stop_apiserver)
+        await asyncio.to_thread(fault_stack.start_apiserver, ())
+    assert marks["got_429"] > 0, "the limited apiserver must have answered 429"
+    assert marks["attempts"] <= marks["budget"] + 5, marks
+    assert marks["densest"] <= STORM_QPS * 6, marks
+
+
+async def grant_refresher(api: ApiClient, namespace: str, user: str) -> None:
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    await request_json(api, "POST", f"{rbac}/roles", body={
+        "metadata": {"name": "faults-refresher"},
+        "rules": [
+            {"apiGroups": ["kargo.akuity.io"], "resources": ["warehouses"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        ]})
+    await request_json(api, "POST", f"{rbac}/rolebindings", body={
+        "metadata": {"name": "faults-refresher"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "faults-refresher"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+
+
+class Proxy:
+    """:mod:`tests.faults.proxy` as a process; ``set(delay, jitter)`` changes it live."""
+
+    def __init__(self, listen: int, target: int, workdir: Path, name: str,
+                 delay: float, jitter: float) -> None:
+        self.control = workdir / f"proxy-{name}.json"
+        self.log = workdir / f"proxy-{name}.txt"
+        self.set(delay, jitter)
+        self.argv = [sys.executable, "-m", "tests.faults.proxy", "--listen", str(listen),
+                     "--target", str(target), "--control", str(self.control)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def set(self, delay: float, jitter: float) -> None:
+        self.control.write_bytes(orjson.dumps({"delay": delay, "jitter": jitter}))
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=base_env(),
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+async def test_slow_network(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
+                            fault_results: list[Row]) -> None:
+    """Every service reaches Kafka and the apiserver through a proxy adding 100 ± 50 ms
+    each way (400 ± 100 ms for 15 s in the middle): still no loss."""
+    from pushrelay.devstack.procs import free_port
+
+    workdir = logs_root / "slow_network"
+    workdir.mkdir(parents=True, exist_ok=True)
+    api_port = free_port()
+    proxies = [
+        Proxy(fault_stack.slow_proxy_port, fault_stack.slow_listener_port, workdir, "kafka",
+              0.1, 0.05),
+        Proxy(api_port, fault_stack.apiserver_port(), workdir, "apiserver", 0.1, 0.05),
+    ]
+    kubeconfig = fault_stack.kubeconfig_via(api_port, fault_stack.kubeconfig,
+                                            workdir / "slow.kubeconfig")
+
+    async def fault(ctx: Ctx) -> int:
+        await ctx.sleep(20)
+        note("slow network: 400 ± 100 ms each way for 15 s")
+        for proxy in proxies:
+            proxy.set(0.4, 0.1)
+        await ctx.sleep(15)
+        for proxy in proxies:
+            proxy.set(0.1, 0.05)
+        await ctx.sleep(15)
+        return time.time_ns()
+
+    for proxy in proxies:
+        proxy.start()
+    try:
+        await run_scenario(
+            "slow_network", fault_stack, admin, logs_root, fault_results, fault,
+            faults="TCP proxy before Kafka and apiserver: +100±50 ms each way, "
+                   "+400±100 ms for 15 s",
+            kafka_bootstrap=fault_stack.slow_bootstrap, kubeconfig=kubeconfig)
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def _seed_note() -> None:
+    note(f"seed {SEED} (PUSHRELAY_FAULTS_SEED)")
