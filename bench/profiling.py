@@ -44,8 +44,9 @@ def py_spy() -> str | None:
 
 
 def _area(file: str) -> str:
+    path = "/" + file  # py-spy shortens paths under sys.path: "ingress/app.py"
     for area, needle in AREAS:
-        if needle in file:
+        if needle in path:
             return area
     return "other"
 
