@@ -76,6 +76,8 @@ class Delivery(BaseModel):
     def summary(self) -> str:
         if self.outcome == "rejected":
             return f"rejected: {self.reason}"
+        if self.outcome == "failed" and not self.matched:
+            return f"failed: {self.reason}"
         if self.failed:
             return f"failed {len(self.failed)}/{len(self.matched)}: {self.reason or ''}".strip()
         if self.refreshed:
@@ -86,8 +88,10 @@ class Delivery(BaseModel):
 
 
 def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
-    """Facts (any order) → deliveries, newest first."""
+    """Facts, in any order (stages' clocks race by milliseconds) → deliveries, newest first."""
     rows: dict[str, Delivery] = {}
+    ingress: dict[str, str] = {}
+    routed: set[str] = set()
     for fact in sorted(facts, key=lambda f: f.at):
         row = rows.setdefault(fact.delivery, Delivery(delivery=fact.delivery))
         if fact.stage == "ingress":
@@ -95,18 +99,31 @@ def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
             row.receiver, row.project = fact.receiver, fact.project
             row.repository, row.tags = fact.repository, list(fact.tags)
             row.test_notification = fact.test_notification
-            row.outcome = fact.outcome
-            row.reason = fact.reason
+            ingress[fact.delivery] = fact.outcome
+            if fact.outcome != "accepted":
+                row.reason = fact.reason
         elif fact.stage == "router":
+            routed.add(fact.delivery)
             row.matched = list(fact.warehouses)
-            if row.outcome != "rejected":
-                row.outcome = "matched"
+            row.receiver = row.receiver or fact.receiver
+            row.project = row.project or fact.project
         elif fact.outcome == "refreshed":
             row.refreshed = sorted(set(row.refreshed) | set(fact.warehouses))
-            row.outcome = "refreshed"
         else:
             row.failed = sorted(set(row.failed) | set(fact.warehouses))
             row.reason = fact.reason
+    for delivery, row in rows.items():
+        first = ingress.get(delivery, "unknown")
+        if first in ("rejected", "failed"):
+            row.outcome = first
+        elif row.failed:
+            row.outcome = "failed"
+        elif row.refreshed:
+            row.outcome = "refreshed"
+        elif delivery in routed:
+            row.outcome = "matched"
+        else:
+            row.outcome = first
     return _newest_first(rows.values())
 
 

@@ -60,3 +60,17 @@ def test_keys_keep_each_fact_under_compaction() -> None:
 def test_parse_fact_ignores_garbage() -> None:
     assert parse_fact(b"nope") is None
     assert parse_fact(None) is None
+
+
+def test_order_of_stage_clocks_does_not_matter() -> None:
+    """The router may stamp its fact a millisecond before the ingress stamps its own."""
+    [row] = fold([
+        fact("d1", "router", "matched", 0, warehouses=[]),
+        fact("d1", "ingress", "accepted", 0.001, receiver="r"),
+    ])
+    assert row.outcome == "matched" and row.summary() == "matched 0 warehouses"
+
+
+def test_ingress_failure_is_shown_as_failed() -> None:
+    [row] = fold([fact("d1", "ingress", "failed", reason="Kafka unavailable")])
+    assert row.summary() == "failed: Kafka unavailable"
