@@ -105,12 +105,15 @@ async def collect_receivers(settings: Settings, namespace: str | None) -> list[d
     for row in reversed(deliveries):  # oldest first, so the newest wins
         last[(row.project, row.receiver)] = row
     rows: list[dict[str, Any]] = []
-    for config in declared:
+    for obj, config in zip(configs, declared, strict=True):
+        published = _status_urls(obj)
         for receiver in config.served:
             seen = last.get((receiver.project, receiver.name))
+            # The ingress's own status entry knows its public base URL best.
+            url = published.get((receiver.name, receiver.path), receiver.url)
             rows.append({
                 "scope": scope_of(receiver.project), "name": receiver.name, "served": True,
-                "reason": None, "url": receiver.url,
+                "reason": None, "url": url,
                 "last_delivery": seen.model_dump(mode="json") if seen else None,
             })
         for unserved in config.unserved:
@@ -119,6 +122,12 @@ async def collect_receivers(settings: Settings, namespace: str | None) -> list[d
                 "served": False, "reason": unserved.reason, "url": None, "last_delivery": None,
             })
     return rows
+
+
+def _status_urls(obj: dict[str, Any]) -> dict[tuple[str, str], str]:
+    entries = (obj.get("status") or {}).get("webhookReceivers") or []
+    return {(str(e.get("name")), str(e.get("path"))): str(e["url"])
+            for e in entries if isinstance(e, dict) and e.get("url")}
 
 
 def _receivers(args: argparse.Namespace) -> int:
