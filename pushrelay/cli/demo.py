@@ -17,6 +17,7 @@ import base64
 import contextlib
 import secrets
 import shlex
+import signal
 import socket
 import time
 from typing import Any
@@ -179,7 +180,11 @@ async def demo(settings: Settings, once: bool) -> int:
                 return 0
             say("• pushrelay keeps running: push again with the curl above, try "
                 "`pushrelay deliveries` or `pushrelay explain` in another shell. Ctrl-C to stop.")
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
             return 0
         finally:
             for service in reversed(started):
