@@ -46,7 +46,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.devstack import kafka, procs
@@ -189,8 +189,11 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             out.write(f"\n==== start #{self.starts} {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
+            argv = [sys.executable, "-m", self.service]
+            if os.environ.get("PUSHRELAY_FAULTS_DEBUG") == "1":
+                argv = [sys.executable, "-m", "tests.faults.debugwrap", self.service]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.service], cwd=ROOT, env=self.env,
+                argv, cwd=ROOT, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )
 
@@ -515,20 +518,17 @@ class LoadGen:
 
 async def deliveries_in_topic(bootstrap: str, topic: str) -> set[str]:
     """Every delivery id on ``topic``, read from the beginning to the current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     found: set[str] = set()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         async with asyncio.timeout(120):
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+            tps = sorted(consumer.assignment())
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
