@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import amplification, e2e, ingress, memory, report, router
+from bench import amplification, e2e, ingress, memory, micro, report, router
 from bench.common import Context, Section, Sizes, say
 from pushrelay.devstack.paths import cache_dir
 from pushrelay.devstack.stack import Devstack
@@ -34,6 +34,7 @@ Bench = Callable[[Context, Section], Awaitable[None]]
 # (key, title, function) in the order they run; the table follows the numbering.
 BENCHES: list[tuple[str, str, Bench]] = [
     ("ingress", "1. Ingress throughput and latency", ingress.run),
+    ("micro", "1b. Ingress: CPU per step of an accepted push", micro.run),
     ("amplification", "3. Write amplification", amplification.run),
     ("e2e", "2. End to end: push → annotation", e2e.run),
     ("router", "4. Router throughput (10,000 Warehouses)", router.run),
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak", type=float, default=None,
                         help=f"soak duration of the memory benchmark, s (default "
                              f"{DEFAULT_SOAK:g}; the issue's figure is 600)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a size, e.g. --set e2e_rate=100 (see bench/common.py "
+                             "Sizes)")
     parser.add_argument("--profile", action="store_true",
                         help="also record py-spy profiles of the services under load")
     parser.add_argument("--devstack-dir", default=os.environ.get("PUSHRELAY_BENCH_DEVSTACK_DIR"),
@@ -122,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {ingress.INSTALL_HINT}", file=sys.stderr)
         return 2
     sizes = Sizes.quick() if args.quick else Sizes()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not hasattr(sizes, name):
+            print(f"bench: unknown size {name!r}", file=sys.stderr)
+            return 2
+        setattr(sizes, name, type(getattr(sizes, name))(value))
     if args.soak is not None:
         sizes.soak_seconds = args.soak
     elif not args.quick:

@@ -193,6 +193,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def infra_cpu(ctx: Context) -> dict[str, float]:
+    """CPU seconds so far of the devstack's processes (API server, etcd, Kafka)."""
+    return {s.name: cpu_seconds(s.pid) for s in ctx.stack.status()
+            if s.pid is not None and s.running}
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text → {``name{labels}``: value} (labels sorted), plus per-name sums."""
     out: dict[str, float] = {}

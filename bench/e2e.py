@@ -34,6 +34,7 @@ from bench.common import (
     ServiceProc,
     api_counts,
     diff_counts,
+    infra_cpu,
     percentile,
     ratio,
     say,
@@ -148,6 +149,7 @@ async def run(ctx: Context, section: Section) -> None:
         tracker = Tracker(watch)
         before = await api_counts(ctx.stack)
         cpu_before = {p.label: p.cpu() for p in procs}
+        infra_before = infra_cpu(ctx)
         workload = load(procs[0].port, sizes.e2e_seconds, tracker)
         if ctx.profile:
             result = await profiling.record(
@@ -157,11 +159,16 @@ async def run(ctx: Context, section: Section) -> None:
             result = await workload
         cpu = {p.label: (p.cpu() - cpu_before[p.label]) / max(result.seconds, 1e-9)
                for p in procs}
+        cpu.update({name: (used - infra_before.get(name, 0.0)) / max(result.seconds, 1e-9)
+                    for name, used in infra_cpu(ctx).items()})
         if not await _drained(tracker, 30.0):
             section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")
         after = await api_counts(ctx.stack)
+        scraped: dict[str, float] = {}
+        for p in procs:
+            scraped.update(await p.metrics())
         relay = {"result": result, "tracker": tracker, "delta": diff_counts(after, before),
-                 "cpu": cpu}
+                 "cpu": cpu, "metrics": scraped}
     finally:
         codes = [await p.stop() for p in procs]
         if any(c != 0 for c in codes):
@@ -212,8 +219,17 @@ async def run(ctx: Context, section: Section) -> None:
                     note="1.0 = one leading-edge patch per push")
         events = delta.get(("POST", "events"), 0.0) + delta.get(("PATCH", "events"), 0.0)
         section.add("Event writes per Warehouse PATCH", ratio(events, patches), "")
+    scraped = relay.get("metrics") or {}
+    for name, label in (("pushrelay_ingress_publish_seconds", "ingress: Kafka ack wait"),
+                        ("pushrelay_end_to_end_seconds", "routed (request created) → patched"),
+                        ("pushrelay_refresher_patch_seconds", "refresher: PATCH call")):
+        count = scraped.get(f"{name}_count", 0.0)
+        if count:
+            section.add(f"mean {label}", scraped.get(f"{name}_sum", 0.0) / count * 1000, "ms",
+                        note="service metrics, warm-up included")
     for label, share in relay["cpu"].items():
-        section.add(f"CPU of {label.removeprefix('e2e-')}", share * 100, "% of a core")
+        section.add(f"CPU of {label.removeprefix('e2e-')}", share * 100, "% of a core",
+                    note="during the measured run")
     if tracker.early:
         section.notes.append(f"{tracker.early} refreshes were read before their 202 arrived "
                              "(counted as 0 ms)")

@@ -1,0 +1,169 @@
+"""What each step of an accepted push costs the ingress, measured in isolation.
+
+The ingress's CPU per request (benchmark 1) is the sum of many small steps.
+Each is timed here on its own (CPU time per call, best of 3 runs of ``N``
+calls) with the very objects the ingress uses, so the profile's shares can be
+read as microseconds and a proposed change as an expected gain. The Kafka step
+is one ``send`` to the bench devstack's broker with the ingress's producer
+settings, acknowledged (``acks=all``), at a steady pipeline of sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bench.cluster import Target, create_projects, create_warehouses, payload
+from bench.common import Context, Section, ratio
+from pushrelay import metrics
+from pushrelay.bus import ensure_topics, new_producer
+from pushrelay.deliveries import DeliveryFact
+from pushrelay.events import encode, new_id
+from pushrelay.kube.client import merge_patch, new_api_client
+from pushrelay.kube.events import EventRecorder, ObjectRef
+from pushrelay.kube.resources import PROJECT_CONFIG, WAREHOUSE
+from pushrelay.logs import JsonFormatter
+from pushrelay.settings import IngressSettings
+
+N = 20_000
+MICRO_NAMESPACE = "bench-micro"
+MICRO_WAREHOUSE = "micro"
+
+
+def cpu_per_call(func: Callable[[], Any], n: int = N) -> float:
+    """µs of CPU per call, best of 3."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for _ in range(n):
+            func()
+        best = min(best, time.process_time() - started)
+    return best / n * 1e6
+
+
+def steps() -> list[tuple[str, float]]:
+    from ingress.payload import build_event, parse_push  # the service's own code
+
+    body = payload("micro")
+    push = parse_push(body)
+    event = build_event(push, project="bench", receiver="quay", delivery=new_id())
+    recorder = EventRecorder(None, "bench")  # type: ignore[arg-type] # record() is memory-only
+    ref = ObjectRef(PROJECT_CONFIG, "bench", "bench")
+    logger = logging.getLogger("bench.micro")
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(JsonFormatter())
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    extra = {"delivery": "d" * 32, "receiver": "quay", "hash": "abcdef01", "project": "bench",
+             "event": "e" * 32, "repository": push.docker_url, "tags": 1,
+             "test_notification": False}
+
+    def fact() -> bytes:
+        f = DeliveryFact(delivery="d" * 32, stage="ingress", outcome="accepted",
+                         receiver="quay", project="bench", repository=push.docker_url,
+                         tags=push.tags)
+        return orjson.dumps(f.model_dump(mode="json", by_alias=True))
+
+    def log_line() -> None:
+        logger.info("accepted push", extra=extra)
+        handler.stream.seek(0)
+        handler.stream.truncate()
+
+    def counters() -> None:
+        metrics.received.inc()
+        metrics.publish_latency.observe(0.004)
+        metrics.published.inc()
+
+    def response() -> web.Response:
+        return web.json_response({"msg": "accepted", "delivery": "d" * 32}, status=202,
+                                 headers={"X-Pushrelay-Delivery": "d" * 32})
+
+    def response_orjson() -> web.Response:
+        return web.json_response({"msg": "accepted", "delivery": "d" * 32}, status=202,
+                                 headers={"X-Pushrelay-Delivery": "d" * 32},
+                                 dumps=lambda o: orjson.dumps(o).decode())
+
+    return [
+        ("parse the body (orjson + checks)", cpu_per_call(lambda: parse_push(body))),
+        ("build the push event (pydantic + normalize)", cpu_per_call(
+            lambda: build_event(push, project="bench", receiver="quay", delivery="d" * 32))),
+        ("encode the event (model_dump + orjson)", cpu_per_call(lambda: encode(event))),
+        ("two ids (uuid4().hex)", cpu_per_call(lambda: (new_id(), new_id()))),
+        ("delivery fact (pydantic + dump + orjson)", cpu_per_call(fact)),
+        ("aggregated Event record (sha256 + dict)", cpu_per_call(
+            lambda: recorder.record(ref, "DeliveryAccepted", "receiver 'quay' accepted a push"))),
+        ("one JSON log line (INFO)", cpu_per_call(log_line)),
+        ("Prometheus counters + histogram", cpu_per_call(counters)),
+        ("202 response object (stdlib json)", cpu_per_call(response)),
+        ("202 response object (orjson dumps=)", cpu_per_call(response_orjson)),
+    ]
+
+
+async def kafka_send(ctx: Context, n: int = 5000) -> float:
+    """µs of CPU per acknowledged send (the ingress's producer settings)."""
+    settings = IngressSettings(kafka_bootstrap=ctx.bootstrap, topic_prefix=ctx.prefix("micro"))
+    await ensure_topics(settings)
+    producer = new_producer(settings, client_id="bench-micro")
+    await producer.start()
+    value = orjson.dumps({"x": "y" * 400})
+    try:
+        for _ in range(2):  # warm-up, then the measured run
+            started = time.process_time()
+            inflight: set[asyncio.Future[Any]] = set()
+            for i in range(n):
+                fut = await producer.send(settings.push_topic, value, key=f"k{i % 97}".encode())
+                inflight.add(fut)
+                if len(inflight) >= 64:  # about the ingress's concurrency under wrk
+                    done, inflight = await asyncio.wait(inflight,
+                                                        return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.gather(*inflight)
+            cost = (time.process_time() - started) / n * 1e6
+    finally:
+        await producer.stop()
+    return cost
+
+
+async def patch_cost(ctx: Context, trust_env: bool, n: int = 400) -> tuple[float, float]:
+    """(µs CPU, ms wall) per refresh PATCH through pushrelay's API client, sequential.
+
+    kubernetes_asyncio builds its aiohttp session with ``trust_env=True``, which
+    makes aiohttp look for a ``.netrc`` in a worker thread on every request that
+    carries no auth header (client-certificate auth, as here)."""
+    api = await new_api_client(ctx.kubeconfig)
+    if not trust_env:
+        api.rest_client.pool_manager._trust_env = False
+    try:
+        body = {"metadata": {"annotations": {"bench/micro": ""}}}
+        for _ in range(20):
+            await merge_patch(api, WAREHOUSE, MICRO_WAREHOUSE, body, namespace=MICRO_NAMESPACE)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(n):
+            body["metadata"]["annotations"]["bench/micro"] = str(i)
+            await merge_patch(api, WAREHOUSE, MICRO_WAREHOUSE, body, namespace=MICRO_NAMESPACE)
+        return ((time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e3)
+    finally:
+        await api.close()
+
+
+async def run(ctx: Context, section: Section) -> None:
+    for name, us in steps():  # nothing else runs meanwhile: the loop may block
+        section.add(name, us, "us")
+    section.add("Kafka send + ack (aiokafka, acks=all)", await kafka_send(ctx), "us",
+                note="CPU of this process per message; the broker's is extra")
+    await create_projects(ctx.api, [MICRO_NAMESPACE])
+    await create_warehouses(ctx.api, [Target(MICRO_NAMESPACE, MICRO_WAREHOUSE, "micro", "")])
+    default_cpu, default_ms = await patch_cost(ctx, trust_env=True)
+    plain_cpu, plain_ms = await patch_cost(ctx, trust_env=False)
+    section.add("refresher: one PATCH, CPU (API client as built)", default_cpu, "us",
+                baseline=plain_cpu, ratio=ratio(default_cpu, plain_cpu),
+                note="baseline: the same client with aiohttp trust_env off")
+    section.add("refresher: one PATCH, wall time, sequential", default_ms, "ms",
+                baseline=plain_ms, ratio=ratio(default_ms, plain_ms))
