@@ -28,6 +28,7 @@ from bench.common import (
     diff_counts,
     ratio,
     say,
+    write_detail,
     writes,
 )
 from bench.kargo_baseline import KargoBaseline
@@ -86,12 +87,6 @@ async def run(ctx: Context, section: Section) -> None:
         "windows the burst spans after its first push.")
 
 
-def _write_detail(delta: dict[tuple[str, str], float]) -> str:
-    parts = [f"{verb} {res or '-'}: {v:.0f}" for (verb, res), v in sorted(delta.items())
-             if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY")]
-    return "; ".join(parts)
-
-
 async def _pushrelay(ctx: Context, section: Section, requests: list[bytes],
                      watch: AnnotationWatch, n: int) -> dict[str, Any]:
     logs = ctx.run_dir / "logs"
@@ -125,7 +120,7 @@ async def _pushrelay(ctx: Context, section: Section, requests: list[bytes],
     patches = diff_counts(middle, before).get(("PATCH", "warehouses"), 0.0)
     delta = diff_counts(after, before)
     return {"patches": patches, "changes": watch.total - start_changes,
-            "writes": writes(delta), "write_detail": _write_detail(delta), "ok": result.ok,
+            "writes": writes(delta), "write_detail": write_detail(delta), "ok": result.ok,
             "burst_s": result.seconds, "settle_s": settle, "result": result}
 
 

@@ -311,21 +311,28 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def apiserver_requests(stack: Devstack) -> dict[tuple[str, str], float]:
-    """``apiserver_request_total`` summed by (verb, resource) (sync; run in a thread).
+    """``apiserver_request_total`` summed by (verb, resource) (sync; run in a thread),
+    plus ``("seconds:" + verb, resource)``: the server's own handling time, summed.
 
-    Its /metrics page is megabytes of histograms: only the lines of this one
-    counter are parsed.
+    Its /metrics page is megabytes of histograms: only the lines of these
+    series are parsed.
     """
     status, body = stack.admin_client().request("GET", "/metrics")
     if status != 200:
         raise RuntimeError(f"apiserver /metrics answered {status}")
+    series = {"apiserver_request_total{": "",
+              "apiserver_request_duration_seconds_sum{": "seconds:"}
     totals: dict[tuple[str, str], float] = {}
     for line in body.decode().splitlines():
-        if not line.startswith("apiserver_request_total{"):
+        if not line.startswith("apiserver_request"):
             continue
-        labels_text, _, value = line[len("apiserver_request_total{"):].rpartition("}")
+        found = next(((h, t) for h, t in series.items() if line.startswith(h)), None)
+        if found is None:
+            continue
+        head, tag = found
+        labels_text, _, value = line[len(head):].rpartition("}")
         labels = dict(_LABEL.findall(labels_text))
-        key = (labels.get("verb", ""), labels.get("resource", ""))
+        key = (tag + labels.get("verb", ""), labels.get("resource", ""))
         totals[key] = totals.get(key, 0.0) + float(value.split()[0])
     return totals
 
@@ -342,3 +349,9 @@ def diff_counts(after: dict[tuple[str, str], float],
 def writes(delta: dict[tuple[str, str], float], resource: str | None = None) -> float:
     return sum(v for (verb, res), v in delta.items()
                if verb in WRITE_VERBS and (resource is None or res == resource))
+
+
+def write_detail(delta: dict[tuple[str, str], float]) -> str:
+    """``VERB resource: n`` for every kind of write in a counter delta."""
+    return "; ".join(f"{verb} {res or '-'}: {v:.0f}" for (verb, res), v in sorted(delta.items())
+                     if verb in WRITE_VERBS)

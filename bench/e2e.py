@@ -38,6 +38,8 @@ from bench.common import (
     percentile,
     ratio,
     say,
+    write_detail,
+    writes,
 )
 from bench.kargo_baseline import KargoBaseline
 from bench.layout import E2E_PREFIX, ensure_e2e
@@ -163,16 +165,18 @@ async def run(ctx: Context, section: Section) -> None:
                     for name, used in infra_cpu(ctx).items()})
         if not await _drained(tracker, 30.0):
             section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")
-        after = await api_counts(ctx.stack)
+        middle = await api_counts(ctx.stack)
         scraped: dict[str, float] = {}
         for p in procs:
             scraped.update(await p.metrics())
-        relay = {"result": result, "tracker": tracker, "delta": diff_counts(after, before),
+        relay = {"result": result, "tracker": tracker, "delta": diff_counts(middle, before),
                  "cpu": cpu, "metrics": scraped}
     finally:
         codes = [await p.stop() for p in procs]
         if any(c != 0 for c in codes):
             section.notes.append(f"pushrelay exit codes: {codes}")
+    # Every write the run caused, including Events flushed at the graceful stop.
+    relay["all"] = diff_counts(await api_counts(ctx.stack), before)
     tracker = relay["tracker"]
     tracker.close()
     missing = tracker.outstanding
@@ -184,9 +188,11 @@ async def run(ctx: Context, section: Section) -> None:
     base_tracker = Tracker(watch)
     try:
         await asyncio.sleep(0.5)
+        base_before = await api_counts(ctx.stack)
         base_result = await load(kargo.port, sizes.e2e_baseline_seconds, base_tracker)
         if not await _drained(base_tracker, 15.0):
             section.notes.append("baseline: some pushes saw no refresh within 15 s")
+        base_delta = diff_counts(await api_counts(ctx.stack), base_before)
     finally:
         base_tracker.close()
         await kargo.stop()
@@ -219,6 +225,16 @@ async def run(ctx: Context, section: Section) -> None:
                     note="1.0 = one leading-edge patch per push")
         events = delta.get(("POST", "events"), 0.0) + delta.get(("PATCH", "events"), 0.0)
         section.add("Event writes per Warehouse PATCH", ratio(events, patches), "")
+        every = relay["all"]
+        section.add("API writes per accepted push (any resource)",
+                    ratio(writes(every), tracker.accepted), "",
+                    baseline=ratio(writes(base_delta), base_tracker.accepted),
+                    ratio=ratio(ratio(writes(every), tracker.accepted),
+                                ratio(writes(base_delta), base_tracker.accepted)),
+                    note=write_detail(every))
+        server = delta.get(("seconds:PATCH", "warehouses"), 0.0)
+        section.add("mean API server time per Warehouse PATCH", ratio(server, patches) * 1000,
+                    "ms", note="apiserver_request_duration_seconds")
     scraped = relay.get("metrics") or {}
     for name, label in (("pushrelay_ingress_publish_seconds", "ingress: Kafka ack wait"),
                         ("pushrelay_end_to_end_seconds", "routed (request created) → patched"),

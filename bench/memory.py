@@ -22,7 +22,18 @@ import asyncio
 from typing import Any
 
 from bench.cluster import payload
-from bench.common import Context, Section, ServiceProc, ratio, say, stop_all
+from bench.common import (
+    Context,
+    Section,
+    ServiceProc,
+    api_counts,
+    diff_counts,
+    ratio,
+    say,
+    stop_all,
+    write_detail,
+    writes,
+)
 from bench.layout import ensure_index
 from bench.load import Pool, fixed_rate, post_request
 from bench.watch import AnnotationWatch
@@ -76,6 +87,7 @@ async def run(ctx: Context, section: Section) -> None:
             f"{n} {v / 1024:.0f}" for n, v in start.items()))
         await watch.start(within=300)
         before_changes = watch.total
+        before = await api_counts(ctx.stack)
 
         async def sample() -> None:
             while True:
@@ -100,8 +112,9 @@ async def run(ctx: Context, section: Section) -> None:
     finally:
         await watch.stop()
         codes = {name: await p.stop() for name, p in procs.items()}
+    delta = diff_counts(await api_counts(ctx.stack), before)
     if any(c != 0 for c in codes.values()):
-        section.notes.append(f"exit codes: {codes}")
+        section.notes.append(f"exit codes after SIGTERM: {codes} (see the run's logs)")
 
     for name in SERVICES:
         series = samples[name] or [start[name]]
@@ -116,8 +129,13 @@ async def run(ctx: Context, section: Section) -> None:
         section.add(f"{name}: growth start → end", growth * 100, "%",
                     target=f"< {GROWTH * 100:g} %", met=growth < GROWTH,
                     note=_trend(series))
+        half = series[len(series) // 2] if len(series) > 1 else series[0]
+        section.add(f"{name}: growth over the second half", (end[name] / half - 1) * 100, "%",
+                    note="a leak keeps growing; a bounded cache has levelled off")
     section.add("pushes accepted during the soak", result.ok, "",
                 note=f"of {result.sent}; p99 {result.p(99) * 1000:.1f} ms")
+    section.add("API writes per accepted push (any resource)", ratio(writes(delta), result.ok),
+                "", note=write_detail(delta))
     section.add("refreshes seen by a watch", refreshed, "",
                 note=f"patches counted by the refresher: "
                      f"{metrics.get('pushrelay_refresher_patched_total', 0):.0f}")
