@@ -11,6 +11,7 @@ what the refresher does: retry, drop, or dead-letter.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,24 @@ class Stamper:
         ns = max(self._clock_ns(), self._last + 1)
         self._last = ns
         return rfc3339_nanos(ns)
+
+
+# Kubernetes object names (a CR's name is a DNS-1123 subdomain, a namespace a DNS-1123
+# label). A refresh request may come from any producer: a name that is not one must
+# never become part of an API path ("../warehouses/other" would patch another
+# Warehouse; "a/b" or ".." reach other endpoints and 404 forever).
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_NAMESPACE = re.compile(_LABEL)
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def invalid_ref(ref: WarehouseRef) -> str | None:
+    """Why ``ref`` cannot name a Warehouse, or None when it can."""
+    if len(ref.namespace) > 63 or not _NAMESPACE.fullmatch(ref.namespace):
+        return f"namespace {ref.namespace[:80]!r} is not a valid Kubernetes namespace name"
+    if len(ref.name) > 253 or not _NAME.fullmatch(ref.name):
+        return f"name {ref.name[:80]!r} is not a valid Kubernetes object name"
+    return None
 
 
 def refresh_patch(value: str) -> dict[str, Any]:
@@ -110,6 +129,9 @@ class Patcher:
 
     async def refresh(self, ref: WarehouseRef) -> Patched:
         """Patch the refresh annotation once; errors are :class:`KubeError`."""
+        problem = invalid_ref(ref)
+        if problem is not None:
+            raise KubeError(Action.REJECT, problem)  # dead-lettered, never retried
         value = self._stamper.next()
         try:
             async with asyncio.timeout(self._timeout + 5):  # belt and braces
