@@ -124,7 +124,11 @@ async def run_scenario(
         pipeline.check_alive()
         note(f"{name}: load done ({sum(p.status == 202 for p in pushes)} acked); settling")
         pairs = pairs_of(plan, pushes)
-        await settle(tracker, pairs, within=settle_within)
+        dumper = asyncio.create_task(_dump_if_stuck(pipeline, after=45))
+        try:
+            await settle(tracker, pairs, within=settle_within)
+        finally:
+            dumper.cancel()
         account(row, plan, pushes, tracker, fault_end_ns)
         ctx.extra["pushes"] = pushes
         acked = {p.delivery for p in pushes if p.status == 202 and p.delivery}
@@ -164,6 +168,16 @@ async def run_scenario(
         await tracker.stop()
         await delete_namespace(api, project.namespace)
         row.duration_s = row.duration_s or time.monotonic() - started
+
+
+async def _dump_if_stuck(pipeline: Pipeline, after: float) -> None:
+    """With PUSHRELAY_FAULTS_DEBUG=1: ask every service for a task dump (in its log)."""
+    await asyncio.sleep(after)
+    if os.environ.get("PUSHRELAY_FAULTS_DEBUG") == "1":
+        note("still settling: asking the services for an asyncio task dump (SIGUSR1)")
+        for proc in pipeline.procs.values():
+            if proc.proc is not None and proc.alive():
+                proc.proc.send_signal(signal.SIGUSR1)
 
 
 def leaked(workdir: Path, project: Project) -> list[str]:

@@ -409,3 +409,27 @@ def test_mutated_quay_payloads_get_202_or_400(server: _Server, doc: dict[str, An
                "Connection: close\r\n\r\n").encode() + body
     status = server.send(request)
     assert status in (202, 400), (status, doc)
+
+
+# ---- refresh targets are Kubernetes names ----------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.text(max_size=70), st.from_regex(r"[a-z0-9.-]{1,70}", fullmatch=True)),
+       st.one_of(st.text(max_size=300), st.from_regex(r"[a-z0-9.-]{1,260}", fullmatch=True)))
+def test_a_refresh_can_only_target_the_warehouse_it_names(namespace: str, name: str) -> None:
+    """Whatever a foreign producer writes, an accepted name stays one path segment of
+    the Warehouse collection (no "/", "..", "%", upper case...)."""
+    from pushrelay.events import WarehouseRef
+    from pushrelay.kube.resources import WAREHOUSE
+    from refresher.patcher import invalid_ref
+
+    count("refresh target names")
+    ref = WarehouseRef.model_construct(namespace=namespace, name=name)
+    if invalid_ref(ref) is not None:
+        return
+    path = WAREHOUSE.path(namespace, name)
+    assert path == f"/apis/kargo.akuity.io/v1alpha1/namespaces/{namespace}/warehouses/{name}"
+    for segment in (namespace, name):
+        assert segment not in (".", "..") and "/" not in segment and "%" not in segment
+        assert segment == segment.lower() and segment.isascii()
