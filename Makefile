@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test unit integration lint bench faults devstack-up devstack-down clean
+.PHONY: install demo test unit integration lint bench faults audit devstack-up devstack-down clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ bench: install
 
 faults: install
 	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
+
+## Known vulnerabilities in the installed dependency set (policy: docs/reliability.md).
+audit: install
+	$(BIN)/python -m pip install -q pip-audit
+	$(BIN)/python tests/audit/pip_audit_policy.py $(ARGS)
 
 devstack-up: install
 	$(BIN)/pushrelay devstack up
