@@ -300,7 +300,8 @@ async def test_tls(devstack_env: dict[str, str], topic_prefix: str, kube: ApiCli
         with pytest.raises((ssl.SSLError, OSError)) as refused:
             _, writer = await asyncio.open_connection("127.0.0.1", service.port, ssl=old)
             writer.close()
-        print("TLS 1.1 handshake:", refused.value)
+        # refused by the server (reset / alert), not by our client being unable to offer it
+        assert "no protocols available" not in str(refused.value).lower(), refused.value
         # plain HTTP to the TLS port gets no HTTP answer
         plain = await raw_request(service.port or 0,
                                   f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
