@@ -193,6 +193,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of the machine's CPU time that was busy between two readings (0..1)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else float("nan")
+
+
 def infra_cpu(ctx: Context) -> dict[str, float]:
     """CPU seconds so far of the devstack's processes (API server, etcd, Kafka)."""
     return {s.name: cpu_seconds(s.pid) for s in ctx.stack.status()

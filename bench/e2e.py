@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +34,10 @@ from bench.common import (
     Section,
     ServiceProc,
     api_counts,
+    busy_share,
     diff_counts,
     infra_cpu,
+    machine_busy,
     percentile,
     ratio,
     say,
@@ -152,6 +155,7 @@ async def run(ctx: Context, section: Section) -> None:
         before = await api_counts(ctx.stack)
         cpu_before = {p.label: p.cpu() for p in procs}
         infra_before = infra_cpu(ctx)
+        busy_before = machine_busy()
         workload = load(procs[0].port, sizes.e2e_seconds, tracker)
         if ctx.profile:
             result = await profiling.record(
@@ -163,6 +167,7 @@ async def run(ctx: Context, section: Section) -> None:
                for p in procs}
         cpu.update({name: (used - infra_before.get(name, 0.0)) / max(result.seconds, 1e-9)
                     for name, used in infra_cpu(ctx).items()})
+        busy = busy_share(busy_before, machine_busy())
         if not await _drained(tracker, 30.0):
             section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")
         middle = await api_counts(ctx.stack)
@@ -170,7 +175,7 @@ async def run(ctx: Context, section: Section) -> None:
         for p in procs:
             scraped.update(await p.metrics())
         relay = {"result": result, "tracker": tracker, "delta": diff_counts(middle, before),
-                 "cpu": cpu, "metrics": scraped}
+                 "cpu": cpu, "metrics": scraped, "busy": busy}
     finally:
         codes = [await p.stop() for p in procs]
         if any(c != 0 for c in codes):
@@ -189,7 +194,9 @@ async def run(ctx: Context, section: Section) -> None:
     try:
         await asyncio.sleep(0.5)
         base_before = await api_counts(ctx.stack)
+        busy_before = machine_busy()
         base_result = await load(kargo.port, sizes.e2e_baseline_seconds, base_tracker)
+        base_busy = busy_share(busy_before, machine_busy())
         if not await _drained(base_tracker, 15.0):
             section.notes.append("baseline: some pushes saw no refresh within 15 s")
         base_delta = diff_counts(await api_counts(ctx.stack), base_before)
@@ -243,6 +250,8 @@ async def run(ctx: Context, section: Section) -> None:
         if count:
             section.add(f"mean {label}", scraped.get(f"{name}_sum", 0.0) / count * 1000, "ms",
                         note="service metrics, warm-up included")
+    section.add("machine CPU busy (all cores)", relay["busy"] * 100, "%", baseline=base_busy * 100,
+                note=f"{len(os.sched_getaffinity(0))} CPUs; includes everything else running")
     for label, share in relay["cpu"].items():
         section.add(f"CPU of {label.removeprefix('e2e-')}", share * 100, "% of a core",
                     note="during the measured run")

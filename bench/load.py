@@ -142,6 +142,13 @@ class RunResult:
     def p(self, q: float) -> float:
         return percentile(self.latencies, q)
 
+    def merge(self, other: RunResult) -> RunResult:
+        """Two runs as one (latencies pooled, time added)."""
+        return RunResult(sent=self.sent + other.sent, seconds=self.seconds + other.seconds,
+                         latencies=self.latencies + other.latencies,
+                         statuses=self.statuses + other.statuses,
+                         errors=self.errors + other.errors)
+
 
 #: on_done(i, status, due, answered) — monotonic times; status 0 on error.
 OnDone = Callable[[int, int, float, float], None]

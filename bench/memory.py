@@ -27,7 +27,9 @@ from bench.common import (
     Section,
     ServiceProc,
     api_counts,
+    busy_share,
     diff_counts,
+    machine_busy,
     ratio,
     say,
     stop_all,
@@ -88,6 +90,7 @@ async def run(ctx: Context, section: Section) -> None:
         await watch.start(within=300)
         before_changes = watch.total
         before = await api_counts(ctx.stack)
+        busy_before = machine_busy()
 
         async def sample() -> None:
             while True:
@@ -104,6 +107,7 @@ async def run(ctx: Context, section: Section) -> None:
             pool.close()
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
+        busy = busy_share(busy_before, machine_busy())
         await watch.quiet(3.0, within=30)
         end = {name: p.rss()[0] for name, p in procs.items()}
         hwm = {name: p.rss()[1] for name, p in procs.items()}
@@ -136,6 +140,7 @@ async def run(ctx: Context, section: Section) -> None:
                 note=f"of {result.sent}; p99 {result.p(99) * 1000:.1f} ms")
     section.add("API writes per accepted push (any resource)", ratio(writes(delta), result.ok),
                 "", note=write_detail(delta))
+    section.add("machine CPU busy during the soak (all cores)", busy * 100, "%")
     section.add("refreshes seen by a watch", refreshed, "",
                 note=f"patches counted by the refresher: "
                      f"{metrics.get('pushrelay_refresher_patched_total', 0):.0f}")
