@@ -125,15 +125,21 @@ class FaultStack:
         cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.start_kafka()
 
-    def kill_kafka(self) -> None:
-        """kill -9 of the broker's whole process group."""
-        rec = procs.ProcRecord.load(self.paths.pid_record(kafka.COMPONENT))
-        assert rec is not None and procs.is_running(rec), "kafka is not running"
+    def kill(self, component: str) -> None:
+        """kill -9 of a component's whole process group."""
+        rec = procs.ProcRecord.load(self.paths.pid_record(component))
+        assert rec is not None and procs.is_running(rec), f"{component} is not running"
         os.killpg(rec.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while not procs.exited_early(rec):
-            assert time.monotonic() < deadline, "kafka survived SIGKILL"
+            assert time.monotonic() < deadline, f"{component} survived SIGKILL"
             time.sleep(0.05)
+
+    def kill_kafka(self) -> None:
+        self.kill(kafka.COMPONENT)
+
+    def kill_apiserver(self) -> None:
+        self.kill("kube-apiserver")
 
     def start_kafka(self) -> None:
         """Start the broker on its port with the config as it is (keeps SLOW)."""
