@@ -10,7 +10,7 @@ and negative data; every response checked against the document):
 Nothing may answer 5xx (the documented 503 needs a Kafka outage, which this test
 does not cause, so any 5xx fails). The number of cases each run made is printed
 and checked against a floor. ``PUSHRELAY_FUZZ_EXAMPLES`` raises the per-phase
-budget (default 400).
+budget (default 300).
 
 Checks left out, and why: ``negative_data_rejection`` — the ingress ignores
 fields it does not use and does not check ``Content-Type``, like Kargo's receiver
@@ -44,7 +44,7 @@ from tests.integration.test_ingress_flow import project_with_receiver
 pytest.importorskip("schemathesis", reason="pip install schemathesis (test dependency)")
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("PUSHRELAY_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("PUSHRELAY_FUZZ_EXAMPLES", "300"))
 EXCLUDED = "negative_data_rejection,positive_data_acceptance,ignored_auth"
 
 
