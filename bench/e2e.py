@@ -35,6 +35,7 @@ from bench.common import (
     ServiceProc,
     api_counts,
     busy_share,
+    cpu_seconds,
     diff_counts,
     infra_cpu,
     machine_busy,
@@ -155,6 +156,7 @@ async def run(ctx: Context, section: Section) -> None:
         before = await api_counts(ctx.stack)
         cpu_before = {p.label: p.cpu() for p in procs}
         infra_before = infra_cpu(ctx)
+        infra_before["bench process (load + watch)"] = cpu_seconds(os.getpid())
         busy_before = machine_busy()
         workload = load(procs[0].port, sizes.e2e_seconds, tracker)
         if ctx.profile:
@@ -165,8 +167,10 @@ async def run(ctx: Context, section: Section) -> None:
             result = await workload
         cpu = {p.label: (p.cpu() - cpu_before[p.label]) / max(result.seconds, 1e-9)
                for p in procs}
+        infra_after = infra_cpu(ctx)
+        infra_after["bench process (load + watch)"] = cpu_seconds(os.getpid())
         cpu.update({name: (used - infra_before.get(name, 0.0)) / max(result.seconds, 1e-9)
-                    for name, used in infra_cpu(ctx).items()})
+                    for name, used in infra_after.items()})
         busy = busy_share(busy_before, machine_busy())
         if not await _drained(tracker, 30.0):
             section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")

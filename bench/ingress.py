@@ -77,27 +77,33 @@ async def run(ctx: Context, section: Section) -> None:
     ingress = ServiceProc("ingress", ctx.service_env(ctx.prefix("ingress")), logs)
     bare = ServiceProc("bench.bare", ctx.service_env(ctx.prefix("bare")), logs, label="bare")
     bare.args = ["--port", str(bare.port)]
+    # The same ingress with per-request log lines off: what INFO logging costs.
+    quiet = ServiceProc("ingress", ctx.service_env(ctx.prefix("ingress-quiet"),
+                                                   log_level="WARNING"), logs,
+                        label="ingress-warning")
     section.settings.update({
         "ingress": "one `python -m ingress` process, defaults (log level INFO, uvloop), "
                    "real Kafka broker (acks=all, idempotent producer)",
         "baseline": "bench.bare: aiohttp, uvloop, reads the body, answers 202 JSON",
+        "also": "the same ingress with PUSHRELAY_LOG_LEVEL=WARNING (no per-request log line)",
         "wrk": f"-t1 -c{sizes.wrk_connections}, {sizes.wrk_rounds} alternating rounds of "
                f"{sizes.wrk_round_seconds:g} s per target",
         "fixed rate": f"{sizes.fixed_rate:g} req/s open loop for {sizes.fixed_seconds:g} s "
                       f"per target in {sizes.wrk_rounds + 1} alternating rounds (bench/load.py)",
     })
-    procs = [ingress, bare]
+    procs = [ingress, bare, quiet]
     try:
-        await asyncio.gather(ingress.start(), bare.start())
-        await asyncio.gather(ingress.wait_ready(), bare.wait_ready())
-        targets = {"ingress": ingress, "bare": bare}
+        await asyncio.gather(*(p.start() for p in procs))
+        await asyncio.gather(*(p.wait_ready() for p in procs))
+        targets = {"ingress": ingress, "bare": bare, "quiet": quiet}
         await _probe(ingress.port, path, body)
+        await _probe(quiet.port, path, body)
         for proc in procs:  # warm-up: connections, Kafka metadata, code paths
             await run_wrk(f"{proc.base}{path}", 1, sizes.wrk_connections, body)
-        rounds: dict[str, list[dict[str, Any]]] = {"ingress": [], "bare": []}
-        cpu: dict[str, float] = {"ingress": 0.0, "bare": 0.0}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        cpu: dict[str, float] = {name: 0.0 for name in targets}
         for r in range(sizes.wrk_rounds):
-            order = ["bare", "ingress"] if r % 2 == 0 else ["ingress", "bare"]
+            order = ["bare", "ingress", "quiet"] if r % 2 == 0 else ["quiet", "ingress", "bare"]
             for name in order:
                 proc = targets[name]
                 before = proc.cpu()
@@ -144,6 +150,11 @@ async def run(ctx: Context, section: Section) -> None:
     section.add("saturated throughput", a["rps"], "req/s", baseline=b["rps"],
                 ratio=ratio(a["rps"], b["rps"]), target="ratio >= 0.5",
                 met=ratio(a["rps"], b["rps"]) >= 0.5)
+    q = sat["quiet"]
+    section.add("saturated throughput, PUSHRELAY_LOG_LEVEL=WARNING", q["rps"], "req/s",
+                baseline=b["rps"], ratio=ratio(q["rps"], b["rps"]),
+                note=f"{ratio(q['rps'], a['rps']):.2f}x the INFO figure; "
+                     f"CPU {us_per_req['quiet']:.0f} us per request")
     section.add("p50 under saturation", a["p50_ms"], "ms", baseline=b["p50_ms"],
                 ratio=ratio(a["p50_ms"], b["p50_ms"]))
     section.add("p99 under saturation", a["p99_ms"], "ms", baseline=b["p99_ms"],
