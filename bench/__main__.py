@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -93,6 +94,9 @@ def start_devstack(state_dir: Path) -> Devstack:
 async def run_all(args: argparse.Namespace, stack: Devstack, run_dir: Path,
                   sizes: Sizes) -> list[Section]:
     env = stack.env()
+    main_task = asyncio.current_task()
+    if main_task is not None:  # SIGTERM: stop the services and the devstack, as Ctrl-C does
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     api = await new_api_client(env["KUBECONFIG"])
     ctx = Context(sizes=sizes, quick=args.quick, run_dir=run_dir, stack=stack, env=env,
                   api=api, profile=args.profile)
@@ -120,6 +124,10 @@ async def run_all(args: argparse.Namespace, stack: Devstack, run_dir: Path,
     return sections
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if "ingress" in args.selected and shutil.which("wrk") is None:
@@ -142,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"run directory (logs, profiles, results): {run_dir}")
     started = time.monotonic()
     load_start = report.load_average()
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = start_devstack(state_dir)
     try:
         install_event_loop_policy()
         sections = asyncio.run(run_all(args, stack, run_dir, sizes))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted")
+        return 130
     finally:
         if not args.keep_devstack:
             say("stopping the bench devstack")
