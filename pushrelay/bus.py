@@ -13,12 +13,45 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import AIOKafkaConnection, CloseReason
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from pushrelay.events import DeadLetter, encode
 from pushrelay.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+def _send_on_closed_transport_is_a_connection_error() -> None:
+    """Make a write to a connection the broker closed a ``KafkaConnectionError``
+    under uvloop too (aiokafka issue 1038, open).
+
+    aiokafka turns an ``OSError`` from the socket write into a connection error
+    and recovers; uvloop raises ``RuntimeError`` ("unable to perform operation on
+    <TCPTransport closed=True>") instead. That escapes aiokafka's metadata task,
+    which dies silently, and every later metadata wait hangs: after a broker
+    restart the router stopped routing and the refresher could not stop (found by
+    the fault suite, ``kafka_kill_9``). Idempotent.
+    """
+    original = AIOKafkaConnection.send
+    if getattr(original, "_pushrelay_patched", False):
+        return
+
+    def send(self: AIOKafkaConnection, request: Any, expect_response: bool = True) -> Any:
+        try:
+            return original(self, request, expect_response)
+        except KafkaError:  # aiokafka's errors are RuntimeErrors too: not ours
+            raise
+        except RuntimeError as err:  # uvloop's closed transport
+            self.close(reason=CloseReason.CONNECTION_BROKEN)
+            raise KafkaConnectionError(
+                f"Connection at {self.host}:{self.port} broken: {err}") from err
+
+    send._pushrelay_patched = True  # type: ignore[attr-defined]
+    AIOKafkaConnection.send = send
+
+
+_send_on_closed_transport_is_a_connection_error()
 
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
