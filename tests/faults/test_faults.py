@@ -147,9 +147,12 @@ async def run_scenario(
         leaks = leaked(workdir, project)
         if leaks:
             row.notes.append(f"secret or full receiver hash in logs: {leaks}")
+        deaths = silent_deaths(workdir)
+        if deaths:
+            row.notes.append(f"background task died unnoticed: {deaths[:3]}")
         row.duration_s = time.monotonic() - started
         row.passed = (row.lost == 0 and row.failed == 0 and not exits and not bad_codes
-                      and not leaks and not not_stored
+                      and not leaks and not not_stored and not deaths
                       and not any(n.startswith("decoy") for n in row.notes))
         note(f"{name}: acked {row.acked}, expected {row.expected}, lost {row.lost}, "
              f"recover {row.recover_s}s, {row.duration_s:.0f}s")
@@ -159,6 +162,7 @@ async def run_scenario(
         assert not exits, exits
         assert not bad_codes, bad_codes
         assert not leaks, leaks
+        assert not deaths, deaths
         assert not any(n.startswith("decoy") for n in row.notes), row.notes
         return ctx
     finally:
@@ -178,6 +182,16 @@ async def _dump_if_stuck(pipeline: Pipeline, after: float) -> None:
         for proc in pipeline.procs.values():
             if proc.proc is not None and proc.alive():
                 proc.proc.send_signal(signal.SIGUSR1)
+
+
+def silent_deaths(workdir: Path) -> list[str]:
+    """Background tasks that died with nobody looking (what hid the uvloop bug)."""
+    found = []
+    for log in sorted(workdir.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "Task exception was never retrieved" in line:
+                found.append(f"{log.name}: {line[:300]}")
+    return found
 
 
 def leaked(workdir: Path, project: Project) -> list[str]:
