@@ -80,12 +80,21 @@ class EventRecorder:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name=f"events:{self._component}")
 
-    async def stop(self) -> None:
+    async def stop(self, flush_within: float = 3.0) -> None:
+        """Stop the loop and flush once, for at most ``flush_within`` seconds.
+
+        Events are best effort: a shutdown never waits on a slow API server for them.
+        """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await self.flush()
+            try:
+                async with asyncio.timeout(flush_within):
+                    await self.flush()
+            except TimeoutError:
+                pending = sum(1 for p in self._pending.values() if p.count)
+                log.warning("shutdown: %d Kubernetes Events not written", pending)
 
     def record(
         self, ref: ObjectRef, reason: str, message: str, type_: str = "Normal"
