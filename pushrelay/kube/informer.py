@@ -25,6 +25,7 @@ from pushrelay.kube.resources import Resource
 
 log = logging.getLogger(__name__)
 
+LIST_PAGE_SIZE = 500
 ChangeKind = Literal["ADDED", "MODIFIED", "DELETED"]
 Key = tuple[str, str]  # (namespace or "", name)
 OnChange = Callable[[ChangeKind, dict[str, Any]], None]
@@ -103,14 +104,23 @@ class Informer:
         query: dict[str, Any] = {}
         if self._label_selector:
             query["labelSelector"] = self._label_selector
-        listing = await list_objects(self._api, self.resource, self._namespace, **query)
         fresh: dict[Key, dict[str, Any]] = {}
-        for item in listing.get("items") or []:
-            item.setdefault("apiVersion", self.resource.api_version)
-            item.setdefault("kind", self.resource.kind)
-            if self._transform is not None:
-                item = self._transform(item)
-            fresh[object_key(item)] = item
+        token: str | None = None
+        while True:  # in pages, so a large collection never sits in memory whole
+            page_query = {**query, "limit": LIST_PAGE_SIZE}
+            if token:
+                page_query["continue"] = token
+            listing = await list_objects(self._api, self.resource, self._namespace,
+                                         **page_query)
+            for item in listing.get("items") or []:
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.resource.kind)
+                if self._transform is not None:
+                    item = self._transform(item)
+                fresh[object_key(item)] = item
+            token = (listing.get("metadata") or {}).get("continue")
+            if not token:
+                break
         for key in list(self.store):
             if key not in fresh:
                 self._emit("DELETED", self.store.pop(key))
