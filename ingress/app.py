@@ -244,6 +244,10 @@ def build_app(settings: IngressSettings, handler: WebhookHandler,
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document)
 
+    async def hide_versions(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "pushrelay"  # no library versions to fingerprint
+
+    app.on_response_prepare.append(hide_versions)
     app.add_routes(health_routes(health_services))
     app.add_routes([web.get("/openapi.json", openapi, allow_head=True),
                     web.route("*", "/{tail:.*}", handler.handle)])
