@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
 ## Everything CI checks: lint, types, unit and integration tests on real services.
-test: install lint
+test: install lint audit
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
