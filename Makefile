@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
-## Everything CI checks: lint, types, unit and integration tests on real services.
+## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
 test: install lint audit
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
