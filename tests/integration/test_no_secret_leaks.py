@@ -177,7 +177,8 @@ async def test_no_secret_or_full_hash_in_logs_metrics_events_or_topics(
         assert await post(other_path) == 202
         assert await post(old_path, b"{not json") == 400
         assert await post(old_path, method="GET") == 405
-        assert await post(old_path[:-1] + "0") == 404
+        near_miss = old_path[:-1] + ("1" if old_path.endswith("0") else "0")
+        assert await post(near_miss) == 404
         assert await post(old_path + "/x") == 404
         await put_secret(kube, namespace, "quay", {"secret": new})  # rotation
 
