@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -44,9 +45,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-async def namespace(kube: ApiClient) -> AsyncIterator[str]:
-    name = unique("t")
+@asynccontextmanager
+async def temporary_namespace(kube: ApiClient, prefix: str = "t") -> AsyncIterator[str]:
+    """A fresh namespace, deleted (best effort) afterwards."""
+    name = unique(prefix)
     await request_json(
         kube, "POST", "/api/v1/namespaces",
         body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
@@ -58,6 +60,12 @@ async def namespace(kube: ApiClient) -> AsyncIterator[str]:
             await request_json(kube, "DELETE", f"/api/v1/namespaces/{name}")
         except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
+
+
+@pytest.fixture
+async def namespace(kube: ApiClient) -> AsyncIterator[str]:
+    async with temporary_namespace(kube) as name:
+        yield name
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from pushrelay.kube.resources import WAREHOUSE
 from pushrelay.normalize import repo_urls
 from pushrelay.settings import Settings
 from router.service import RouterService
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, temporary_namespace
 
 REPO = "quay.io/mynamespace/repository"
 
@@ -155,16 +155,8 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def namespace2(kube: ApiClient) -> AsyncIterator[str]:
-    name = f"t2-{uuid.uuid4().hex[:8]}"
-    await request_json(kube, "POST", "/api/v1/namespaces",
-                       body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    try:
+    async with temporary_namespace(kube, "t2") as name:
         yield name
-    finally:
-        try:
-            await request_json(kube, "DELETE", f"/api/v1/namespaces/{name}")
-        except Exception:  # noqa: BLE001 - best-effort cleanup
-            pass
 
 
 async def no_request_then_sentinel(h: Harness, quiet: PushEvent, sentinel: PushEvent) -> None:
