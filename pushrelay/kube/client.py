@@ -36,12 +36,16 @@ async def api_client(kubeconfig: str | None = None) -> AsyncIterator[ApiClient]:
         await api.close()
 
 
-async def request_json(
+async def raw_request(
     api: ApiClient, method: str, path: str, *, body: Any = None,
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
     request_timeout: float = 10.0,
-) -> dict[str, Any]:
-    """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
+) -> tuple[int, bytes, Any]:
+    """One REST call: (status, raw body, headers), whatever the status.
+
+    Transport failures still raise; callers that want errors translated use
+    :func:`request_json`.
+    """
     headers = {"Accept": "application/json"}
     payload: Any = None
     if body is not None:
@@ -51,18 +55,30 @@ async def request_json(
             # kubernetes_asyncio json.dumps() every body sent with a JSON content
             # type, so hand it JSON-native objects (orjson normalized them).
             payload = orjson.loads(payload)
+    response = await api.call_api(
+        path, method, query_params=query or [], header_params=headers,
+        body=payload, auth_settings=["BearerToken"], _preload_content=False,
+        _request_timeout=request_timeout,
+    )
+    return response.status, await response.read(), response.headers
+
+
+async def request_json(
+    api: ApiClient, method: str, path: str, *, body: Any = None,
+    content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
+    request_timeout: float = 10.0,
+) -> dict[str, Any]:
+    """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
     try:
-        response = await api.call_api(
-            path, method, query_params=query or [], header_params=headers,
-            body=payload, auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=request_timeout,
+        status, raw, headers = await raw_request(
+            api, method, path, body=body, content_type=content_type, query=query,
+            request_timeout=request_timeout,
         )
-        raw = await response.read()
     except Exception as exc:  # noqa: BLE001 - translated, not swallowed
         raise classify(exc) from exc
-    if not 200 <= response.status <= 299:
-        error = ApiException(status=response.status, reason=_status_message(raw))
-        error.headers = response.headers
+    if not 200 <= status <= 299:
+        error = ApiException(status=status, reason=_status_message(raw))
+        error.headers = headers
         error.body = raw
         raise classify(error)
     data: dict[str, Any] = orjson.loads(raw) if raw else {}

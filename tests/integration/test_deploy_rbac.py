@@ -36,7 +36,7 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import new_api_client, request_json
+from pushrelay.kube.client import new_api_client, raw_request, request_json
 from tests.integration.conftest import eventually
 from tests.rbac_expectations import ALLOWED, KARGO
 
@@ -129,22 +129,12 @@ async def call(
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
 ) -> tuple[int, Any]:
     """One raw API call: (HTTP status, decoded body or raw text). Never raises on status."""
-    headers = {"Accept": "application/json"}
-    payload: Any = None
-    if body is not None:
-        headers["Content-Type"] = content_type
-        raw_body = body if isinstance(body, bytes) else orjson.dumps(body)
-        # kubernetes_asyncio json.dumps() bodies with a JSON content type itself
-        payload = orjson.loads(raw_body) if "json" in content_type.lower() else raw_body
-    response = await api.call_api(
-        path, method, query_params=query or [], header_params=headers, body=payload,
-        auth_settings=["BearerToken"], _preload_content=False, _request_timeout=30,
-    )
-    raw = await response.read()
+    status, raw, _ = await raw_request(api, method, path, body=body, content_type=content_type,
+                                       query=query, request_timeout=30)
     try:
-        return response.status, orjson.loads(raw) if raw else None
+        return status, orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
-        return response.status, raw.decode(errors="replace")
+        return status, raw.decode(errors="replace")
 
 
 def sa_user(service: str) -> str:
