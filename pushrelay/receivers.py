@@ -25,7 +25,6 @@ QUAY: Final = "quay"
 SECRET_KEY: Final = "secret"
 PROJECT_CONFIG_KIND: Final = "ProjectConfig"
 CLUSTER_CONFIG_KIND: Final = "ClusterConfig"
-CLUSTER_CONFIG_NAME: Final = "cluster"
 # Go's url.(*URL).EscapedPath leaves these unescaped (besides letters and digits).
 _PATH_SAFE: Final = "-_.~$&+,/:;=@"
 

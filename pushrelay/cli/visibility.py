@@ -24,9 +24,8 @@ from pushrelay.cli.services import load_settings
 from pushrelay.deliveries import Delivery, fold, read_deliveries, read_facts
 from pushrelay.kube.client import api_client, get_object, list_objects
 from pushrelay.kube.errors import Action, KubeError
-from pushrelay.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
+from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
 from pushrelay.receivers import (
-    CLUSTER_CONFIG_NAME,
     ConfigReceivers,
     parse_receivers,
     receivers_for,

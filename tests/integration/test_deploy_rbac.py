@@ -37,6 +37,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.kube.client import new_api_client, raw_request, request_json
+from pushrelay.kube.resources import REFRESH_ANNOTATION
 from tests.integration.conftest import eventually
 from tests.rbac_expectations import ALLOWED, KARGO
 
@@ -48,7 +49,6 @@ SERVICES = ("ingress", "router", "refresher")
 
 KARGO_API = f"/apis/{KARGO}/v1alpha1"
 CLUSTER_SECRETS_NS = "kargo-cluster-secrets"
-REFRESH_ANNOTATION = "kargo.akuity.io/refresh"
 
 
 # What the SubjectAccessReview matrix asks about: (group, resource, namespaced).
