@@ -99,7 +99,7 @@ class IngressService:
     async def _start(self) -> None:
         settings = self.settings
         self._api = await new_api_client(settings.kubeconfig)
-        self._recorder = EventRecorder(self._api, "pushrelay-ingress")
+        self._recorder = EventRecorder(self._api, "pushrelay-ingress", max_rate=settings.event_qps)
         await self._recorder.start()
         await self.registry.start(self._api, self._recorder)
         await self.publisher.start()

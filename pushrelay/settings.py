@@ -39,6 +39,11 @@ class CommonSettings(BaseSettings):
         description="health/metrics port for router/refresher (0: ephemeral)",
     )
     shutdown_timeout: float = Field(20.0, gt=0, description="graceful shutdown budget, s")
+    event_qps: float = Field(
+        2.0, gt=0,
+        description="Kubernetes Event writes per second per service, at most (aggregated; "
+                    "the rest wait for a later flush)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -97,6 +102,11 @@ class RefresherSettings(CommonSettings):
     refresh_qps: float = Field(20.0, gt=0, description="API-server write budget, writes/s")
     refresh_burst: int = Field(50, ge=1, description="API-server write burst")
     refresh_max_backoff: float = Field(30.0, gt=0, description="longest retry backoff, s")
+    refresh_concurrency: int = Field(32, ge=1, le=1000, description="patches in flight, at most")
+    refresh_max_outstanding: int = Field(
+        20_000, ge=100,
+        description="requests held in memory before consumption pauses",
+    )
 
 
 class Settings(IngressSettings, RouterSettings, RefresherSettings):

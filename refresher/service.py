@@ -57,14 +57,13 @@ class RefresherService:
     name = "refresher"
 
     def __init__(
-        self, settings: RefresherSettings, *, concurrency: int = 32,
-        max_outstanding: int = 20_000, commit_interval: float = 1.0,
+        self, settings: RefresherSettings, *, commit_interval: float = 1.0,
         event_interval: float = 5.0, patch_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
         self.crashed = asyncio.Event()
-        self._concurrency = concurrency
-        self._max_outstanding = max_outstanding
+        self._concurrency = settings.refresh_concurrency
+        self._max_outstanding = settings.refresh_max_outstanding
         self._commit_interval = commit_interval
         self._event_interval = event_interval
         self._patch_timeout = patch_timeout
@@ -97,7 +96,7 @@ class RefresherService:
         self._producer = new_producer(s)
         await self._producer.start()
         self._recorder = EventRecorder(self._api, COMPONENT, interval=self._event_interval,
-                                       acquire=self.bucket.acquire)
+                                       max_rate=s.event_qps, acquire=self.bucket.acquire)
         await self._recorder.start()
         self._deliveries = DeliveryLog(self._producer, s)
         await self._deliveries.start()

@@ -105,7 +105,8 @@ class RouterService:
     async def start(self) -> None:
         await ensure_topics(self.settings)
         self._api = await new_api_client(self.settings.kubeconfig)
-        self._recorder = EventRecorder(self._api, "pushrelay-router")
+        self._recorder = EventRecorder(self._api, "pushrelay-router",
+                                       max_rate=self.settings.event_qps)
         await self._recorder.start()
         self.live = LiveIndex(self._api, recorder=self._recorder, compiler=self._compiler)
         await self.live.start()

@@ -7,24 +7,61 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+from yarl import URL
 
 from pushrelay.kube.errors import classify
 from pushrelay.kube.resources import Resource
 
 
 async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
-    """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account."""
+    """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account.
+
+    kubernetes_asyncio's HTTP session has aiohttp's ``trust_env`` on, which costs
+    two thread-pool round trips on *every* call (a netrc lookup and a proxy
+    lookup): measured, it doubles the CPU of a refresh PATCH. The environment
+    cannot change under a running process, so it is read once here instead:
+    ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` for the API server's URL become
+    the client's proxy (unless the kubeconfig names one), and the session is
+    rebuilt without ``trust_env``. netrc is not consulted: API-server
+    credentials come from the kubeconfig or the service account.
+    """
     path = kubeconfig or os.environ.get("KUBECONFIG")
     cfg = client.Configuration()
     if path:
         await config.load_kube_config(config_file=path, client_configuration=cfg)
     else:
         config.load_incluster_config(client_configuration=cfg)
-    return ApiClient(configuration=cfg)
+    if not cfg.proxy:
+        cfg.proxy = env_proxy_for(cfg.host) if cfg.host else None
+    api = ApiClient(configuration=cfg)
+    _without_trust_env(api)
+    return api
+
+
+def env_proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (honouring ``NO_PROXY``), if any."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None
+    if auth is not None:
+        proxy = proxy.with_user(auth.login).with_password(auth.password)
+    return str(proxy)
+
+
+def _without_trust_env(api: ApiClient) -> None:
+    rest = api.rest_client
+    old: aiohttp.ClientSession = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=old.connector, trust_env=False, read_bufsize=2**21,
+    )
+    old.detach()  # the connector (TLS context, pool) now belongs to the new session
 
 
 @asynccontextmanager

@@ -1,10 +1,17 @@
 """Aggregated Kubernetes Events: many occurrences, few API writes.
 
-``record()`` only updates memory. A background flush writes each distinct
-(object, reason, message) once per ``interval``: the first time as a new Event,
-afterwards as a merge patch of ``count`` and ``lastTimestamp``. So a burst of a
-thousand identical occurrences costs one or two writes, and Event writes can be
-put under the same write budget as everything else (``acquire``).
+``record()`` only updates memory. Occurrences of the same *kind* of Event —
+same object, reason and type — are one Event: its ``count`` grows and its
+message is the latest occurrence's (as client-go's event aggregator combines
+"similar" Events), so a Warehouse refreshed for a thousand different pushes is
+still one Event, not a thousand.
+
+A background flush writes what is pending every ``interval``: the first time
+as a new Event, afterwards as a merge patch of ``count``, ``lastTimestamp`` and
+``message``. Writes are capped at ``max_rate`` per second on average (Events
+are visibility, never a write storm of their own); what is over the cap stays
+pending, its count growing, and is written at a later flush, oldest first.
+Writes can also be put under the service's write budget (``acquire``).
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,36 +53,48 @@ class ObjectRef:
         return ref
 
 
-@dataclass
-class _Pending:
+@dataclass(slots=True)
+class _Entry:
+    """One aggregated Event: what is written and what is still pending."""
+
     ref: ObjectRef
     type: str
     reason: str
-    message: str
+    message: str  # the latest occurrence's
+    first: float  # wall-clock time of the first occurrence
+    last: float  # ... and of the latest
     count: int = 0  # occurrences not yet written
     total: int = 0  # occurrences written so far
-    first: datetime = field(default_factory=lambda: datetime.now(UTC))
-    last: datetime = field(default_factory=lambda: datetime.now(UTC))
     created: bool = False
 
 
-def _ts(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _ts(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventRecorder:
     def __init__(
         self, api: ApiClient, component: str, *, interval: float = 5.0,
-        acquire: Callable[[], Awaitable[None]] | None = None, max_tracked: int = 10_000,
+        max_rate: float = 2.0, acquire: Callable[[], Awaitable[None]] | None = None,
+        max_tracked: int = 10_000, wall: Callable[[], float] = time.time,
     ) -> None:
         self._api = api
         self._component = component
         self._interval = interval
+        self._per_flush = max(1, round(max_rate * interval))
         self._acquire = acquire
         self._max_tracked = max_tracked
-        self._pending: dict[str, _Pending] = {}
+        self._wall = wall
+        self._entries: dict[str, _Entry] = {}
+        # Keys with pending occurrences, in the order they started waiting.
+        self._due: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
+
+    @property
+    def pending(self) -> int:
+        """Events with occurrences not written yet."""
+        return len(self._due)
 
     async def start(self) -> None:
         if self._task is None:
@@ -93,28 +113,38 @@ class EventRecorder:
                 async with asyncio.timeout(flush_within):
                     await self.flush()
             except TimeoutError:
-                pending = sum(1 for p in self._pending.values() if p.count)
-                log.warning("shutdown: %d Kubernetes Events not written", pending)
+                pass
+            if self._due:
+                log.warning("shutdown: %d Kubernetes Events not written", len(self._due))
 
     def record(
         self, ref: ObjectRef, reason: str, message: str, type_: str = "Normal"
     ) -> None:
-        message = message[:1000]
-        digest = hashlib.sha256(
-            f"{ref.namespace}/{ref.name}/{ref.resource.kind}/{reason}/{message}".encode()
+        key = hashlib.sha256(
+            f"{ref.namespace}/{ref.name}/{ref.resource.kind}/{reason}/{type_}".encode()
         ).hexdigest()[:16]
-        entry = self._pending.get(digest)
+        now = self._wall()
+        entry = self._entries.get(key)
         if entry is None:
-            if len(self._pending) >= self._max_tracked:
+            if len(self._entries) >= self._max_tracked:
                 self._evict()
-            entry = self._pending[digest] = _Pending(ref, type_, reason, message)
+            entry = self._entries[key] = _Entry(ref, type_, reason, message[:1000], now, now)
+        else:
+            entry.message = message[:1000]
+            entry.last = now
+            if ref.uid and ref.uid != entry.ref.uid:
+                entry.ref = ref
         entry.count += 1
-        entry.last = datetime.now(UTC)
+        if entry.count == 1:
+            self._due[key] = None
 
     def _evict(self) -> None:
-        idle = [k for k, p in self._pending.items() if p.count == 0]
-        for key in idle[: max(1, len(idle) // 2)] or list(self._pending)[:1]:
-            self._pending.pop(key, None)
+        """Forget written Events first; if all are pending, the longest-waiting one."""
+        idle = [k for k in self._entries if k not in self._due]
+        victims = idle[: max(1, len(idle) // 2)] or list(self._due)[:1]
+        for key in victims:
+            self._entries.pop(key, None)
+            self._due.pop(key, None)
 
     async def _loop(self) -> None:
         while True:
@@ -122,19 +152,26 @@ class EventRecorder:
             await self.flush()
 
     async def flush(self) -> None:
-        for digest, entry in list(self._pending.items()):
-            if entry.count == 0:
+        """Write up to the per-flush cap of pending Events, the longest-waiting first."""
+        for key in list(self._due)[: self._per_flush]:
+            entry = self._entries.get(key)
+            if entry is None or entry.count == 0:
+                self._due.pop(key, None)
                 continue
             try:
-                await self._write(digest, entry)
+                await self._write(key, entry)
             except Exception as exc:  # noqa: BLE001 - events are best effort, logged
                 error = classify(exc)
                 if error.action is not Action.RETRY:
                     entry.count = 0  # the object is gone or we may not write: give up
+                    self._due.pop(key, None)
+                else:  # try again at a later flush, behind the others
+                    self._due.pop(key, None)
+                    self._due[key] = None
                 log.debug("event write failed for %s/%s: %s",
                           entry.ref.namespace, entry.ref.name, error.reason)
 
-    async def _write(self, digest: str, entry: _Pending) -> None:
+    async def _write(self, digest: str, entry: _Entry) -> None:
         if self._acquire is not None:
             await self._acquire()
         name = f"{entry.ref.name[:200]}.pushrelay-{digest}"
@@ -171,3 +208,5 @@ class EventRecorder:
         self.writes += 1
         entry.total += count
         entry.count -= count
+        if entry.count == 0:
+            self._due.pop(digest, None)

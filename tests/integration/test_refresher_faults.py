@@ -209,12 +209,13 @@ async def test_real_429s_are_retried_and_nothing_is_lost(
     await grant_refresher_rights(kube, namespace, user)
     settings = make_settings(devstack_env, topic_prefix,
                              kubeconfig=str(extra_apiserver.kubeconfig(user)),
-                             refresh_qps=500, refresh_burst=500, refresh_max_backoff=2.0)
+                             refresh_qps=500, refresh_burst=500, refresh_max_backoff=2.0,
+                             refresh_concurrency=64)
     names = [f"wh-{i:02d}" for i in range(50)]
     await create_warehouses(kube, namespace, names)
     before = metric("pushrelay_refresher_retried_total", {"reason": "429"})
     async with watching(kube, namespace) as watch, \
-            running_refresher(settings, concurrency=64) as service:
+            running_refresher(settings) as service:
         sent = await produce(settings, [request(namespace, names[i % 50], f"d{i}")
                                         for i in range(500)])
         await eventually(lambda: watch.refreshed_after(sent), within=90)

@@ -85,7 +85,7 @@ def test_problems_reported_once_per_generation() -> None:
     live._on_change("ADDED", bad)
     live._on_change("MODIFIED", bad)  # e.g. a status update: same generation
     assert live.reported == 1
-    (pending,) = recorder._pending.values()
+    (pending,) = recorder._entries.values()
     assert pending.reason == INVALID_REASON and pending.type == "Warning"
     assert pending.count == 1 and pending.ref.name == "bad"
     live._on_change("MODIFIED", wh("a", "bad", image(URL, allowTags="^v"), gen=2))
