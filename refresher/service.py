@@ -233,8 +233,9 @@ class RefresherService:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - the next commit catches up
+            async with asyncio.timeout(2 * self.settings.kafka_request_timeout + 5):
+                await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - the next commit catches up (timeouts too)
             log.warning("offset commit failed", extra={"error": f"{exc!r}"})
             return
         self.marks.committed(offsets)

@@ -19,10 +19,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
@@ -89,6 +94,8 @@ class RouterService:
         self._compiler = compiler
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Watchdog over Kafka calls made under the lock (aiokafka has its own timeouts).
+        self._ack_timeout = 2 * settings.kafka_request_timeout + 5
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self.live: LiveIndex | None = None
@@ -250,15 +257,14 @@ class RouterService:
         delay, attempts = 0.1, 0
         while pending:
             sent = [(msg, await self._send(msg)) for msg in pending]
-            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            results = await self._acks([f for _, f in sent])
             failed: list[_Outgoing] = []
             for (msg, _), result in zip(sent, results, strict=True):
                 if not isinstance(result, BaseException):
                     self._acked(msg)
-                elif isinstance(result, KafkaError) and not result.retriable and \
-                        not msg.dead_letter:
-                    failed.append(self._unsendable(msg, result))
-                elif isinstance(result, KafkaError) and not result.retriable:
+                elif _permanent(result) and not msg.dead_letter:
+                    failed.append(self._unsendable(msg, cast(KafkaError, result)))
+                elif _permanent(result):
                     log.error("dead letter cannot be produced; dropped",
                               extra={"error": repr(result)})
                 else:
@@ -272,6 +278,21 @@ class RouterService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return True
+
+    async def _acks(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
+        """Each send's result or exception, waiting at most the ack timeout.
+
+        aiokafka bounds a send by its request timeout; this is the watchdog in
+        case it does not: an ack still missing counts as a retriable failure
+        (the message is sent again: a duplicate at worst, never a loss).
+        """
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout)
+        return [
+            (f.exception() or f.result()) if f.done() and not f.cancelled()
+            else KafkaTimeoutError("no acknowledgement in time")
+            for f in futures
+        ]
 
     async def _send(self, msg: _Outgoing) -> asyncio.Future[Any]:
         assert self._producer is not None
@@ -300,13 +321,26 @@ class RouterService:
                       batch: dict[TopicPartition, Sequence[Any]]) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         try:
-            await consumer.commit(offsets)
+            async with asyncio.timeout(self._ack_timeout):
+                await consumer.commit(offsets)
+        except TimeoutError:
+            log.warning("commit timed out; the next batch's commit covers these offsets")
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit refused after a rebalance; the new owner re-routes the batch",
                         extra={"error": repr(exc)})
         except KafkaError as exc:
             # The next batch's commit covers these offsets too.
             log.warning("commit failed", extra={"error": repr(exc)})
+
+
+def _permanent(error: BaseException) -> bool:
+    """Kafka will never take this message (too large, bad topic, ...).
+
+    aiokafka marks its timeouts not retriable, but a missing ack is exactly what
+    must be retried: the message may well be taken on the next attempt.
+    """
+    return (isinstance(error, KafkaError) and not error.retriable
+            and not isinstance(error, KafkaTimeoutError))
 
 
 def create(settings: RouterSettings, health_services: Sequence[Service] | None = None,

@@ -110,3 +110,30 @@ def test_trim_keeps_what_routing_needs() -> None:
     assert set(small["metadata"]) == {"namespace", "name", "uid", "generation"}
     assert trim({"metadata": None, "spec": "junk"}) == {"metadata": {},
                                                        "spec": {"subscriptions": []}}
+
+
+async def test_missing_acks_become_retriable_timeouts() -> None:
+    """The watchdog over sends: an ack that never comes is a retriable failure, not a hang."""
+    import asyncio
+
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        MessageSizeTooLargeError,
+    )
+
+    from router.service import _permanent
+
+    svc = service()
+    svc._ack_timeout = 0.05
+    loop = asyncio.get_running_loop()
+    acked, failed, hung = loop.create_future(), loop.create_future(), loop.create_future()
+    acked.set_result("metadata")
+    failed.set_exception(KafkaTimeoutError("broker"))
+    results = await svc._acks([acked, failed, hung])
+    assert results[0] == "metadata"
+    assert isinstance(results[1], KafkaTimeoutError) and isinstance(results[2], KafkaTimeoutError)
+    assert not hung.cancelled()
+    # retried, never dead-lettered: the message may be taken on the next attempt
+    assert not _permanent(results[2])
+    assert _permanent(MessageSizeTooLargeError()) and not _permanent(KafkaConnectionError())
