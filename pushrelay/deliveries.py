@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Literal
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -175,7 +174,7 @@ class DeliveryLog:
                 while producer is None:  # not connected (yet): the fact waits
                     await asyncio.sleep(1.0)
                     producer = self._producer()
-                value = orjson.dumps(fact.model_dump(mode="json", by_alias=True))
+                value = fact.model_dump_json(by_alias=True).encode()
                 await producer.send(self._topic, value, key=fact.key)
             except Exception as exc:  # noqa: BLE001 - visibility is best effort
                 self.dropped += 1

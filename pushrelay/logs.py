@@ -49,6 +49,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
+    # Neither format shows the caller's file/line, thread or process: do not
+    # compute them for every record (a third of the cost of a log call).
+    logging._srcfile = None  # the documented switch (Logging HOWTO, "Optimization")
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

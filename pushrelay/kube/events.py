@@ -68,6 +68,9 @@ class _Entry:
     created: bool = False
 
 
+_Key = tuple[str, str, str, str, str]  # namespace, name, kind, reason, type
+
+
 def _ts(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -85,9 +88,9 @@ class EventRecorder:
         self._acquire = acquire
         self._max_tracked = max_tracked
         self._wall = wall
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[_Key, _Entry] = {}
         # Keys with pending occurrences, in the order they started waiting.
-        self._due: dict[str, None] = {}
+        self._due: dict[_Key, None] = {}
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
 
@@ -120,9 +123,7 @@ class EventRecorder:
     def record(
         self, ref: ObjectRef, reason: str, message: str, type_: str = "Normal"
     ) -> None:
-        key = hashlib.sha256(
-            f"{ref.namespace}/{ref.name}/{ref.resource.kind}/{reason}/{type_}".encode()
-        ).hexdigest()[:16]
+        key = (ref.namespace, ref.name, ref.resource.kind, reason, type_)
         now = self._wall()
         entry = self._entries.get(key)
         if entry is None:
@@ -171,9 +172,10 @@ class EventRecorder:
                 log.debug("event write failed for %s/%s: %s",
                           entry.ref.namespace, entry.ref.name, error.reason)
 
-    async def _write(self, digest: str, entry: _Entry) -> None:
+    async def _write(self, key: _Key, entry: _Entry) -> None:
         if self._acquire is not None:
             await self._acquire()
+        digest = hashlib.sha256("/".join(key).encode()).hexdigest()[:16]
         name = f"{entry.ref.name[:200]}.pushrelay-{digest}"
         count = entry.count
         if entry.created:
@@ -202,11 +204,11 @@ class EventRecorder:
                 if classify(exc).status != 409:
                     raise
                 entry.created = True
-                await self._write(digest, entry)
+                await self._write(key, entry)
                 return
             entry.created = True
         self.writes += 1
         entry.total += count
         entry.count -= count
         if entry.count == 0:
-            self._due.pop(digest, None)
+            self._due.pop(key, None)

@@ -75,3 +75,16 @@ def test_bad_messages_raise_invalid_event_with_reason(raw: bytes | None, reason:
 def test_refresh_decoder_rejects_push_events() -> None:
     with pytest.raises(InvalidEvent, match="unknown schema"):
         decode_refresh(orjson.dumps(push()))
+
+
+def test_key_partitioner_agrees_with_kafkas_default() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from pushrelay.bus import KeyPartitioner
+
+    ours, default = KeyPartitioner(cache_size=8), DefaultPartitioner()
+    partitions = list(range(6))
+    for i in range(200):
+        key = f"quay.io/acme/app-{i % 40}".encode()
+        assert ours(key, partitions, partitions) == default(key, partitions, partitions)
+    assert ours(None, partitions, [3]) == 3
