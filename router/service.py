@@ -2,14 +2,17 @@
 
 One loop, batch by batch: ``getmany`` → route every record against the live
 Warehouse index → send the refresh requests and dead letters → wait for every
-broker ack → commit the batch's offsets. A batch is never committed before its
-effects are durable, so a crash at any point re-delivers (duplicates are
-harmless downstream; loss is impossible).
+broker ack → mark the batch's offsets done. Done offsets are committed at most
+every ``COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
+rebalance and at shutdown): a commit per batch was one broker write per few
+events. An offset is never committed before its effects are durable, so a
+crash at any point re-delivers (at most that interval of events; duplicates
+are harmless downstream; loss is impossible).
 
 Several routers share the push-events partitions through one consumer group.
 On a rebalance, revocation waits for the batch in flight to be acknowledged
-and committed (:class:`_Handoff`), so a hand-over produces no duplicates in
-the common case. The consumer joins the group only after the index has been
+and commits what is done (:class:`_Handoff`), so a hand-over produces no
+duplicates in the common case. The consumer joins the group only after the index has been
 listed: an empty index would silently route events to nobody.
 """
 
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "router"
 POLL_MS = 250
+COMMIT_INTERVAL = 1.0  # s
 BATCH_RECORDS = 1000
 #: Tags carried in one refresh request's cause (the rest only make it bigger).
 MAX_CAUSE_TAGS = 100
@@ -71,14 +75,16 @@ class _Outgoing:
 
 
 class _Handoff(ConsumerRebalanceListener):
-    """Revocation waits for the batch in flight to be acked and committed."""
+    """Revocation waits for the batch in flight to be acked, then commits what is done."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    def __init__(self, service: RouterService) -> None:
+        self._service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self._lock:
-            pass
+        service = self._service
+        async with service._lock:
+            if service._consumer is not None:
+                await service._commit(service._consumer)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("push-events partitions assigned",
@@ -103,6 +109,8 @@ class RouterService:
         self._consumer: AIOKafkaConsumer | None = None
         self._deliveries: DeliveryLog | None = None
         self._facts: list[DeliveryFact] = []  # of the batch in flight
+        self._done: dict[TopicPartition, int] = {}  # durable, not yet committed
+        self._commit_due = 0.0  # loop time of the next periodic commit
         self._task: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self.events = 0  # push events consumed (valid or not)
@@ -166,7 +174,7 @@ class RouterService:
                 self.settings, self.settings.push_topic, self.settings.router_group,
                 client_id="pushrelay-router",
             )
-            self._consumer.subscribe([self.settings.push_topic], listener=_Handoff(self._lock))
+            self._consumer.subscribe([self.settings.push_topic], listener=_Handoff(self))
             await self._consumer.start()
             try:
                 await self._consume(self._consumer)
@@ -179,15 +187,21 @@ class RouterService:
             self.crashed.set()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
-            if not batch:
-                continue
             async with self._lock:
-                self._facts = []
-                if await self._deliver(self._route_batch(batch)):
-                    await self._commit(consumer, batch)
+                if batch:
+                    self._facts = []
+                    if not await self._deliver(self._route_batch(batch)):
+                        break  # stopping: the batch stays uncommitted
+                    self._done.update({tp: records[-1].offset + 1
+                                       for tp, records in batch.items() if records})
                     self._record_facts()
+                if self._done and (not batch or loop.time() >= self._commit_due):
+                    await self._commit(consumer)
+        async with self._lock:  # stopping: commit what is done
+            await self._commit(consumer)
 
     def _route_batch(self, batch: dict[TopicPartition, Sequence[Any]]) -> list[_Outgoing]:
         out: list[_Outgoing] = []
@@ -317,20 +331,31 @@ class RouterService:
                                  payload=msg.value)
         return _Outgoing(self.settings.dead_letter_topic, encode(letter), msg.key, True)
 
-    async def _commit(self, consumer: AIOKafkaConsumer,
-                      batch: dict[TopicPartition, Sequence[Any]]) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the offsets whose batches are durable (the next call retries a failure)."""
+        offsets, self._done = self._done, {}
+        self._commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL
+        if not offsets:
+            return
         try:
             async with asyncio.timeout(self._ack_timeout):
                 await consumer.commit(offsets)
         except TimeoutError:
-            log.warning("commit timed out; the next batch's commit covers these offsets")
+            log.warning("commit timed out; retried with the next commit")
+            self._keep(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("commit refused after a rebalance; the new owner re-routes the batch",
+            # The partitions went to another member: it re-routes from the last commit.
+            log.warning("commit refused after a rebalance; the new owner re-routes",
                         extra={"error": repr(exc)})
         except KafkaError as exc:
-            # The next batch's commit covers these offsets too.
-            log.warning("commit failed", extra={"error": repr(exc)})
+            log.warning("commit failed; retried with the next commit",
+                        extra={"error": repr(exc)})
+            self._keep(offsets)
+
+    def _keep(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets not committed yet, merged under anything newer."""
+        for tp, offset in offsets.items():
+            self._done.setdefault(tp, offset)
 
 
 def _permanent(error: BaseException) -> bool:
