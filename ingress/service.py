@@ -69,7 +69,7 @@ class IngressService:
         else:
             reason, type_ = "DeliveryRejected", "Warning"
             message = f"receiver {receiver.name!r} {fact.outcome} a delivery: {fact.reason}"
-        self._recorder.record(object_ref(receiver.owner), reason, message, type_)
+        self._recorder.record(object_ref(receiver.owner), reason, message, type_, series=True)
 
     @property
     def on_delivery(self) -> OnDelivery:

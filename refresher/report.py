@@ -91,7 +91,7 @@ class Reporter:
         if self._recorder is not None:
             self._recorder.record(
                 ObjectRef(WAREHOUSE, ref.namespace, ref.name, patched.uid), "Refreshed",
-                event_message([i.request.cause for i in items]),
+                event_message([i.request.cause for i in items]), series=True,
             )
         self._record_facts(ref, items, "refreshed")
         log.info("refreshed warehouse", extra={

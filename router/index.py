@@ -76,14 +76,13 @@ class LiveIndex:
 
     def _report(self, entry: Warehouse) -> None:
         ref = ObjectRef(WAREHOUSE, entry.namespace, entry.name, entry.uid)
-        messages = []
         for sub in entry.problems:
-            messages.append(f"subscription {sub.position} ({sub.kind} {sub.repo_url or '?'}) "
-                            f"is skipped: {sub.error}")
+            message = (f"subscription {sub.position} ({sub.kind} {sub.repo_url or '?'}) "
+                       f"is skipped: {sub.error}")
             self.reported += 1
             log.warning("invalid Warehouse subscription", extra={
                 "warehouse": f"{entry.namespace}/{entry.name}", "generation": entry.generation,
                 "subscription": sub.position, "kind": sub.kind, "error": sub.error,
             })
-        if self._recorder is not None:  # one Event per Warehouse names every problem
-            self._recorder.record(ref, INVALID_REASON, "; ".join(messages), "Warning")
+            if self._recorder is not None:
+                self._recorder.record(ref, INVALID_REASON, message, "Warning")

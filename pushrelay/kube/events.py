@@ -1,10 +1,12 @@
 """Aggregated Kubernetes Events: many occurrences, few API writes.
 
-``record()`` only updates memory. Occurrences of the same *kind* of Event —
-same object, reason and type — are one Event: its ``count`` grows and its
-message is the latest occurrence's (as client-go's event aggregator combines
-"similar" Events), so a Warehouse refreshed for a thousand different pushes is
-still one Event, not a thousand.
+``record()`` only updates memory. Repeated occurrences of one Event (same
+object, reason, type and message) are counted, not written again. A *series*
+(``series=True``) is for occurrences whose message names something new every
+time — a push, a delivery: they are one Event per object, reason and type
+whose ``count`` grows and whose message is the latest occurrence's (as
+client-go combines "similar" Events), so a Warehouse refreshed for a thousand
+different pushes is one Event, not a thousand.
 
 A background flush writes what is pending every ``interval``: the first time
 as a new Event, afterwards as a merge patch of ``count``, ``lastTimestamp`` and
@@ -68,7 +70,7 @@ class _Entry:
     created: bool = False
 
 
-_Key = tuple[str, str, str, str, str]  # namespace, name, kind, reason, type
+_Key = tuple[str, str, str, str, str, str]  # namespace, name, kind, reason, type, message
 
 
 def _ts(moment: float) -> str:
@@ -121,17 +123,21 @@ class EventRecorder:
                 log.warning("shutdown: %d Kubernetes Events not written", len(self._due))
 
     def record(
-        self, ref: ObjectRef, reason: str, message: str, type_: str = "Normal"
+        self, ref: ObjectRef, reason: str, message: str, type_: str = "Normal", *,
+        series: bool = False,
     ) -> None:
-        key = (ref.namespace, ref.name, ref.resource.kind, reason, type_)
+        """One occurrence; ``series``: one Event per object/reason/type, latest message."""
+        message = message[:1000]
+        key = (ref.namespace, ref.name, ref.resource.kind, reason, type_,
+               "" if series else message)
         now = self._wall()
         entry = self._entries.get(key)
         if entry is None:
             if len(self._entries) >= self._max_tracked:
                 self._evict()
-            entry = self._entries[key] = _Entry(ref, type_, reason, message[:1000], now, now)
+            entry = self._entries[key] = _Entry(ref, type_, reason, message, now, now)
         else:
-            entry.message = message[:1000]
+            entry.message = message
             entry.last = now
             if ref.uid and ref.uid != entry.ref.uid:
                 entry.ref = ref

@@ -93,6 +93,9 @@ def make_settings(devstack_env: dict[str, str], topic_prefix: str, **overrides: 
         "log_format": "text",
         "router_group": f"{topic_prefix}router",
         "refresher_group": f"{topic_prefix}refresher",
+        # Routers and ingresses watch the whole shared cluster, so every test's
+        # Events compete for one recorder's budget: lift the production cap.
+        "event_qps": 100,
     }
     values.update(overrides)
     return Settings(**values)

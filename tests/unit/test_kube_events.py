@@ -50,18 +50,31 @@ async def test_many_occurrences_with_different_messages_are_one_event(
     api = FakeApi(monkeypatch)
     rec = recorder()
     for i in range(1000):
-        rec.record(warehouse("app"), "Refreshed", f"Refreshed for push of v{i}")
+        rec.record(warehouse("app"), "Refreshed", f"Refreshed for push of v{i}", series=True)
     await rec.flush()
     (post,) = api.posts
     assert post["count"] == 1000 and post["message"] == "Refreshed for push of v999"
     assert post["involvedObject"]["uid"] == "uid-app" and post["reason"] == "Refreshed"
     assert rec.pending == 0 and rec.writes == 1
     # later occurrences patch the same Event: total count, latest message
-    rec.record(warehouse("app"), "Refreshed", "Refreshed for push of v1000")
+    rec.record(warehouse("app"), "Refreshed", "Refreshed for push of v1000", series=True)
     await rec.flush()
     ((name, patch),) = api.patches
     assert name == post["metadata"]["name"]
     assert patch["count"] == 1001 and patch["message"] == "Refreshed for push of v1000"
+
+
+async def test_outside_a_series_distinct_messages_are_distinct_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi(monkeypatch)
+    rec = recorder()
+    for _ in range(3):
+        rec.record(warehouse("app"), "Unserved", "receiver 'a' is not served", "Warning")
+        rec.record(warehouse("app"), "Unserved", "receiver 'b' is not served", "Warning")
+    await rec.flush()
+    assert sorted((p["message"], p["count"]) for p in api.posts) == [
+        ("receiver 'a' is not served", 3), ("receiver 'b' is not served", 3)]
 
 
 async def test_reason_and_type_keep_events_apart(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,8 +90,8 @@ async def test_writes_per_flush_are_capped_oldest_first(monkeypatch: pytest.Monk
     api = FakeApi(monkeypatch)
     rec = recorder(interval=5.0, max_rate=2.0)  # at most 10 writes per flush
     for i in range(25):
-        rec.record(warehouse(f"w{i:02d}"), "Refreshed", "first")
-    rec.record(warehouse("w00"), "Refreshed", "again")  # keeps its place in the queue
+        rec.record(warehouse(f"w{i:02d}"), "Refreshed", "first", series=True)
+    rec.record(warehouse("w00"), "Refreshed", "again", series=True)  # keeps its place
     await rec.flush()
     assert [p["involvedObject"]["name"] for p in api.posts] == [f"w{i:02d}" for i in range(10)]
     assert api.posts[0]["count"] == 2 and rec.pending == 15
