@@ -1,9 +1,6 @@
 """Publishing push events: an answer within ``publish_timeout``, ack or not.
 
-The producer is the shared one (``acks=all``, idempotent), fed through a
-:class:`~pushrelay.batch_producer.BatchProducer`: the pushes accepted in one
-event-loop turn go to the broker as one batch per partition, each answered
-when the broker acknowledged its batch. It is connected in
+The producer is the shared one (``acks=all``, idempotent). It is connected in
 the background so the ingress can start (and say "not ready") while Kafka is
 still coming up; a light metadata probe keeps :meth:`readiness` honest during an
 outage. :meth:`publish` returns only when the broker acknowledged the event and
@@ -19,10 +16,9 @@ import random
 import time
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, ProducerClosed
+from aiokafka.errors import KafkaError
 
 from pushrelay import bus, metrics
-from pushrelay.batch_producer import BatchProducer
 from pushrelay.events import PushEvent, encode
 from pushrelay.settings import IngressSettings
 
@@ -40,7 +36,6 @@ class KafkaPublisher:
         self._settings = settings
         self._probe_interval = probe_interval
         self._producer: AIOKafkaProducer | None = None
-        self._batches: BatchProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.last_error: str | None = "not connected yet"
@@ -60,13 +55,10 @@ class KafkaPublisher:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         producer, self._producer = self._producer, None
-        batches, self._batches = self._batches, None
         self.connected = False
         if producer is not None:
             try:
                 async with asyncio.timeout(self._settings.shutdown_timeout / 2):
-                    if batches is not None:
-                        await batches.stop()
                     await producer.stop()
             except TimeoutError:
                 log.warning("Kafka producer did not flush in time")
@@ -82,21 +74,22 @@ class KafkaPublisher:
         return f"Kafka producer not connected ({self.last_error})"
 
     async def publish(self, event: PushEvent) -> None:
-        batches = self._batches
-        if batches is None:
+        producer = self._producer
+        if producer is None:
             raise PublishError(f"Kafka producer not connected ({self.last_error})")
         started = time.monotonic()
-        acked = batches.send(event.key, encode(event))
-        # A timeout abandons the wait, not the message (it may still be delivered).
-        await asyncio.wait((acked,), timeout=self._settings.publish_timeout)
-        if not acked.done():
-            acked.add_done_callback(_retrieve)
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout):
+                future = await producer.send(self._settings.push_topic, encode(event),
+                                             key=event.key)
+                # Shielded: a timeout abandons the wait, not the message.
+                await asyncio.shield(future)
+        except TimeoutError:
             self._failed("no acknowledgement within publish_timeout")
-            raise PublishError("timed out waiting for Kafka")
-        error = ProducerClosed() if acked.cancelled() else acked.exception()
-        if error is not None:
-            self._failed(type(error).__name__)
-            raise PublishError(type(error).__name__)
+            raise PublishError("timed out waiting for Kafka") from None
+        except KafkaError as exc:
+            self._failed(type(exc).__name__)
+            raise PublishError(type(exc).__name__) from None
         metrics.publish_latency.observe(time.monotonic() - started)
         metrics.published.inc()
         self.connected, self.last_error = True, None
@@ -128,8 +121,6 @@ class KafkaPublisher:
                 await asyncio.sleep(delay)
                 continue
             self._producer = producer
-            self._batches = BatchProducer(producer, self._settings.push_topic)
-            self._batches.start()
             self.connected, self.last_error = True, None
             log.info("Kafka producer connected", extra={"topic": self._settings.push_topic})
             return
@@ -149,12 +140,6 @@ class KafkaPublisher:
         if not self.connected:
             log.info("Kafka reachable again")
         self.connected, self.last_error = True, None
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """An abandoned wait: its outcome is of no interest (and must not be logged as lost)."""
-    if not future.cancelled():
-        future.exception()
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

@@ -108,7 +108,7 @@ class KeyPartitioner:
     partitioner's, so other producers using the same keys agree with us.
     """
 
-    def __init__(self, cache_size: int = 65_536) -> None:
+    def __init__(self, cache_size: int = 16_384) -> None:
         self._hash = functools.lru_cache(maxsize=cache_size)(murmur2)
 
     def __call__(self, key: bytes | None, all_partitions: list[int],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Literal
@@ -24,8 +25,6 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pushrelay.batch_producer import BatchProducer
-from pushrelay.bus import KeyPartitioner
 from pushrelay.events import now
 from pushrelay.settings import CommonSettings
 
@@ -135,14 +134,7 @@ def _newest_first(rows: Iterable[Delivery]) -> list[Delivery]:
 
 
 class DeliveryLog:
-    """Non-blocking recorder of delivery facts onto the deliveries topic.
-
-    Facts are produced in batches (:class:`~pushrelay.batch_producer.BatchProducer`),
-    at most ``MAX_IN_FLIGHT`` unacknowledged at a time; the queue in front holds
-    ``max_queue`` more, beyond which facts are dropped and counted.
-    """
-
-    MAX_IN_FLIGHT = 1000
+    """Non-blocking recorder of delivery facts onto the deliveries topic."""
 
     def __init__(self, producer: AIOKafkaProducer | ProducerSource, settings: CommonSettings,
                  max_queue: int = 10_000) -> None:
@@ -152,7 +144,6 @@ class DeliveryLog:
         self._topic = settings.deliveries_topic
         self._queue: asyncio.Queue[DeliveryFact] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
-        self._batches: BatchProducer | None = None
         self.dropped = 0
 
     def record(self, fact: DeliveryFact) -> None:
@@ -175,41 +166,27 @@ class DeliveryLog:
         finally:  # also when the caller's timeout cancels the flush
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if self._batches is not None:
-                await self._batches.stop()
 
     async def _run(self) -> None:
         while True:
-            facts = [await self._queue.get()]
-            while len(facts) < self.MAX_IN_FLIGHT and not self._queue.empty():
-                facts.append(self._queue.get_nowait())
+            fact = await self._queue.get()
             try:
-                batches = await self._connected()
-                sent = [batches.send(fact.key, fact.model_dump_json(by_alias=True).encode())
-                        for fact in facts]
-                results = await asyncio.gather(*sent, return_exceptions=True)
-                failed = [r for r in results if isinstance(r, BaseException)]
+                producer = self._producer()
+                while producer is None:  # not connected (yet): the fact waits
+                    await asyncio.sleep(1.0)
+                    producer = self._producer()
+                key = fact.key
+                # Each fact has a key of its own: spare the producer's (memoizing)
+                # partitioner; any fixed key → partition map keeps compaction right.
+                partitions = sorted(await producer.partitions_for(self._topic))
+                partition = partitions[zlib.crc32(key) % len(partitions)]
+                await producer.send(self._topic, fact.model_dump_json(by_alias=True).encode(),
+                                    key=key, partition=partition)
             except Exception as exc:  # noqa: BLE001 - visibility is best effort
-                failed = [exc] * len(facts)
+                self.dropped += 1
+                log.warning("could not record delivery fact: %s", exc)
             finally:
-                for _ in facts:
-                    self._queue.task_done()
-            if failed:
-                self.dropped += len(failed)
-                log.warning("could not record %d delivery facts: %r", len(failed), failed[0])
-
-    async def _connected(self) -> BatchProducer:
-        """The batch producer, once there is a producer (facts wait until then)."""
-        while self._batches is None:
-            producer = self._producer()
-            if producer is not None:
-                # Facts are keyed by delivery: a new key each time, nothing to cache.
-                self._batches = BatchProducer(producer, self._topic,
-                                              partitioner=KeyPartitioner(cache_size=0))
-                self._batches.start()
-            else:
-                await asyncio.sleep(1.0)
-        return self._batches
+                self._queue.task_done()
 
 
 def parse_fact(raw: bytes | None) -> DeliveryFact | None:

@@ -34,7 +34,6 @@ from aiokafka.errors import (
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
-from pushrelay.batch_producer import BatchProducer
 from pushrelay.bus import dead_letter_for, ensure_topics, new_consumer, new_producer
 from pushrelay.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.events import (
@@ -107,7 +106,6 @@ class RouterService:
         self._recorder: EventRecorder | None = None
         self.live: LiveIndex | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._requests: BatchProducer | None = None  # refresh requests, batched
         self._consumer: AIOKafkaConsumer | None = None
         self._deliveries: DeliveryLog | None = None
         self._facts: list[DeliveryFact] = []  # of the batch in flight
@@ -129,8 +127,6 @@ class RouterService:
         await self.live.start()
         self._producer = new_producer(self.settings, client_id="pushrelay-router")
         await self._producer.start()
-        self._requests = BatchProducer(self._producer, self.settings.refresh_topic)
-        self._requests.start()
         self._deliveries = DeliveryLog(self._producer, self.settings)
         await self._deliveries.start()
         self._task = asyncio.create_task(self._run(), name="router:consume")
@@ -154,8 +150,6 @@ class RouterService:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._deliveries is not None:
             await self._deliveries.stop()
-        if self._requests is not None:
-            await self._requests.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self.live is not None:
@@ -315,9 +309,7 @@ class RouterService:
         ]
 
     async def _send(self, msg: _Outgoing) -> asyncio.Future[Any]:
-        assert self._producer is not None and self._requests is not None
-        if not msg.dead_letter:
-            return self._requests.send(msg.key, msg.value)
+        assert self._producer is not None
         try:
             return await self._producer.send(msg.topic, msg.value, key=msg.key)
         except Exception as exc:  # noqa: BLE001 - surfaced through the future
