@@ -124,7 +124,7 @@ def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 2,
+        "linger_ms": 5,
         "request_timeout_ms": int(settings.kafka_request_timeout * 1000),
         "max_request_size": 2 * 1024 * 1024,
         "client_id": "pushrelay",
@@ -143,6 +143,11 @@ def new_consumer(
         "auto_offset_reset": "earliest",
         "request_timeout_ms": int(settings.kafka_request_timeout * 1000) + 30_000,
         "max_poll_records": 500,
+        # Let the broker gather a little before answering a fetch: under a steady
+        # trickle, one fetch per record costs a request each way (measured: a
+        # quarter of the router's CPU in socket writes at 200 events/s).
+        "fetch_min_bytes": 64 * 1024,
+        "fetch_max_wait_ms": 20,
         "fetch_max_bytes": 8 * 1024 * 1024,
         "client_id": group,
     }
