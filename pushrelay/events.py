@@ -79,6 +79,9 @@ class Cause(_Model):
     repo_url: NonEmpty
     tags: list[Tag]
     delivery: str | None = None
+    received_at: datetime | None = Field(
+        None, description="when the push was received (its push event's received_at)"
+    )
 
 
 class RefreshRequest(_Model):

@@ -86,8 +86,9 @@ class Reporter:
         if len(items) > 1:
             metrics.coalesced.inc(len(items) - 1)
         now = self._wall()
-        for item in items:
-            metrics.end_to_end.observe(max(0.0, now - item.request.requested_at.timestamp()))
+        for item in items:  # from the push's receipt (older producers: from routing)
+            since = item.request.cause.received_at or item.request.requested_at
+            metrics.end_to_end.observe(max(0.0, now - since.timestamp()))
         if self._recorder is not None:
             self._recorder.record(
                 ObjectRef(WAREHOUSE, ref.namespace, ref.name, patched.uid), "Refreshed",

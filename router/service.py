@@ -233,7 +233,8 @@ class RouterService:
                                                        name=match.name),
                 cause=Cause.model_construct(
                     event=event.id, repo_url=match.repo_url,
-                    tags=list(match.tags[:MAX_CAUSE_TAGS]), delivery=event.delivery),
+                    tags=list(match.tags[:MAX_CAUSE_TAGS]), delivery=event.delivery,
+                    received_at=event.received_at),
             )
             out.append(_Outgoing(self.settings.refresh_topic, encode(request), request.key,
                                  False))

@@ -33,6 +33,10 @@ def service() -> RouterService:
     return svc
 
 
+def decode_push_value(raw: bytes) -> PushEvent:
+    return PushEvent.model_validate_json(raw)
+
+
 def push(project: str | None, tags: list[str], url: str = URL) -> bytes:
     return encode(PushEvent(repository=url, repo_urls=[url], tags=tags, delivery="d1",
                             scope=Scope(project=project)))
@@ -52,6 +56,8 @@ def test_route_batch_requests_and_dead_letters() -> None:
     assert all(m.key == str(decode_refresh(m.value).warehouse).encode()
                for m in out if not m.dead_letter)
     assert requests[0].cause.delivery == "d1" and requests[0].cause.repo_url == URL
+    # the push's receipt travels along: the end-to-end latency is measured from it
+    assert requests[0].cause.received_at == decode_push_value(raw[0]).received_at
     assert [d.offset for d in letters] == [2, 3, 4, 5, 6]
     assert "not JSON" in letters[0].reason
     assert "unknown schema" in letters[2].reason
