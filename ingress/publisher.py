@@ -25,6 +25,7 @@ from pushrelay.settings import IngressSettings
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0
+INGRESS_LINGER_MS = 0
 
 
 class PublishError(Exception):
@@ -106,7 +107,10 @@ class KafkaPublisher:
     async def _connect(self) -> None:
         failures = 0
         while True:
-            producer = bus.new_producer(self._settings, client_id="pushrelay-ingress")
+            # Every request waits for its ack, so no linger: under load batches still
+            # form on their own while the previous produce request is in flight.
+            producer = bus.new_producer(self._settings, client_id="pushrelay-ingress",
+                                        linger_ms=INGRESS_LINGER_MS)
             try:
                 async with asyncio.timeout(self._settings.kafka_request_timeout + 5):
                     await bus.ensure_topics(self._settings)

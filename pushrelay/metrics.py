@@ -53,3 +53,9 @@ end_to_end = Histogram("pushrelay_end_to_end_seconds",
 # every stage
 dead_lettered = Counter("pushrelay_dead_lettered_total", "Messages sent to dead-letters",
                         ["stage"], registry=REGISTRY)
+kube_events_written = Counter("pushrelay_kube_events_written_total",
+                              "Kubernetes Event writes (create or patch)", registry=REGISTRY)
+kube_events_dropped = Counter(
+    "pushrelay_kube_events_dropped_total",
+    "Event occurrences never written: more Events pending than PUSHRELAY_EVENT_QPS can "
+    "write in 10 minutes", registry=REGISTRY)

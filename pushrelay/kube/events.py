@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay import metrics
 from pushrelay.kube.client import merge_patch, request_json
 from pushrelay.kube.errors import Action, classify
 from pushrelay.kube.resources import EVENT, Resource
@@ -81,14 +82,16 @@ class EventRecorder:
     def __init__(
         self, api: ApiClient, component: str, *, interval: float = 5.0,
         max_rate: float = 2.0, acquire: Callable[[], Awaitable[None]] | None = None,
-        max_tracked: int = 10_000, wall: Callable[[], float] = time.time,
+        max_tracked: int | None = None, wall: Callable[[], float] = time.time,
     ) -> None:
         self._api = api
         self._component = component
         self._interval = interval
         self._per_flush = max(1, round(max_rate * interval))
         self._acquire = acquire
-        self._max_tracked = max_tracked
+        # Never more than the cap can write in 10 minutes: beyond that an Event
+        # would be written too late to matter, and would only hold memory.
+        self._max_tracked = max_tracked or max(100, round(max_rate * 600))
         self._wall = wall
         self._entries: dict[_Key, _Entry] = {}
         # Keys with pending occurrences, in the order they started waiting.
@@ -150,8 +153,11 @@ class EventRecorder:
         idle = [k for k in self._entries if k not in self._due]
         victims = idle[: max(1, len(idle) // 2)] or list(self._due)[:1]
         for key in victims:
-            self._entries.pop(key, None)
-            self._due.pop(key, None)
+            entry = self._entries.pop(key, None)
+            if key in self._due:
+                del self._due[key]
+                if entry is not None:
+                    metrics.kube_events_dropped.inc(entry.count)
 
     async def _loop(self) -> None:
         while True:
@@ -214,6 +220,7 @@ class EventRecorder:
                 return
             entry.created = True
         self.writes += 1
+        metrics.kube_events_written.inc()
         entry.total += count
         entry.count -= count
         if entry.count == 0:

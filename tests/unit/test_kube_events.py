@@ -127,3 +127,11 @@ def test_tracking_is_bounded_and_forgets_written_events_first() -> None:
     rec.record(warehouse("new"), "Refreshed", "m")
     names = sorted(e.ref.name for e in rec._entries.values())
     assert len(names) <= 4 and "new" in names and {"w2", "w3"} <= set(names)
+
+
+def test_tracking_defaults_to_what_the_cap_writes_in_ten_minutes() -> None:
+    rec = recorder(max_rate=2.0)
+    for i in range(1500):
+        rec.record(warehouse(f"w{i}"), "Refreshed", "m", series=True)
+    assert len(rec._entries) == 1200 and rec.pending == 1200
+    assert warehouse("w1499").name in {e.ref.name for e in rec._entries.values()}
