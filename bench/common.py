@@ -104,7 +104,7 @@ class Sizes:
     index_per_namespace: int = 100
     router_events: int = 20_000
     soak_rate: float = 100.0
-    soak_seconds: float = 300.0
+    soak_seconds: float = 600.0
 
     @classmethod
     def quick(cls) -> Sizes:
