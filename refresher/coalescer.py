@@ -32,7 +32,7 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot(Generic[T]):
     pending: list[T] = field(default_factory=list)
     last_start: float | None = None  # start of the last successful patch

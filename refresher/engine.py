@@ -29,6 +29,9 @@ from refresher.patcher import Outcome, Patched, outcome_of
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+#: Idle Warehouses are forgotten this often (s): a slot outlives its window by at
+#: most this, so memory follows the refresh rate, not the number of Warehouses.
+PRUNE_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Engine:
         while True:
             self._wake.clear()
             now = self._clock()
-            if now - self._last_prune > 60:
+            if now - self._last_prune > PRUNE_EVERY:
                 self._co.prune(now)
                 self._last_prune = now
             key = self._co.pop_due(now)
