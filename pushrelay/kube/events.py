@@ -13,6 +13,8 @@ as a new Event, afterwards as a merge patch of ``count``, ``lastTimestamp`` and
 ``message``. Writes are capped at ``max_rate`` per second on average (Events
 are visibility, never a write storm of their own); what is over the cap stays
 pending, its count growing, and is written at a later flush, oldest first.
+At most what the cap writes in 10 minutes is held; past that the
+longest-waiting Event is dropped (counted in ``pushrelay_kube_events_dropped_total``).
 Writes can also be put under the service's write budget (``acquire``).
 """
 
