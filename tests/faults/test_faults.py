@@ -312,6 +312,12 @@ async def test_apiserver_down_30s(fault_stack: FaultStack, admin: ApiClient, log
 
 LIMITED = ("--enable-priority-and-fairness=false", "--max-mutating-requests-inflight=1")
 STORM_QPS = 100
+#: Pushes/s (two refreshes each). How many writes collide in the one mutating slot
+#: depends on how long a PATCH takes: since the API client stopped making two
+#: thread hops per call, 40/s gave ~20 × 429 (130–200 before); 80/s gives 30–40.
+STORM_RATE = 80.0
+#: 429s the scenario must have provoked (all retried, none lost, budget kept).
+MIN_429 = 10
 
 
 async def test_429_storm(fault_stack: FaultStack, admin: ApiClient, logs_root: Path,
@@ -361,14 +367,15 @@ async def test_429_storm(fault_stack: FaultStack, admin: ApiClient, logs_root: P
     try:
         await run_scenario(
             "429_storm", fault_stack, admin, logs_root, fault_results, fault,
-            faults=f"{' '.join(LIMITED)}; 40 pushes/s; refresher budget {STORM_QPS}/s",
-            rate=40.0,
+            faults=f"{' '.join(LIMITED)}; {STORM_RATE:g} pushes/s; "
+                   f"refresher budget {STORM_QPS}/s",
+            rate=STORM_RATE,
             overrides=overrides, before_start=before_start, after_settle=after_settle,
             settle_within=300)
     finally:
         await asyncio.to_thread(fault_stack.stop_apiserver)
         await asyncio.to_thread(fault_stack.start_apiserver, ())
-    assert marks["got_429"] >= 50, "the limited apiserver must have answered many 429s"
+    assert marks["got_429"] >= MIN_429, "the limited apiserver must have answered 429s"
     assert marks["attempts"] <= marks["budget"] + 5, marks
     assert marks["densest"] <= STORM_QPS * 6, marks
 
