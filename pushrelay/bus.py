@@ -99,6 +99,12 @@ async def ensure_topics(settings: CommonSettings) -> None:
         await admin.close()
 
 
+def watchdog_timeout(settings: CommonSettings) -> float:
+    """Bound on one Kafka client call that has timeouts of its own (a send's ack,
+    a commit): if it is reached, the client did not keep its own bound."""
+    return 2 * settings.kafka_request_timeout + 5
+
+
 class KeyPartitioner:
     """Kafka's default partitioning (murmur2 of the key, as the Java client), memoized.
 

@@ -23,7 +23,13 @@ from aiokafka.abc import ConsumerRebalanceListener
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
-from pushrelay.bus import ensure_topics, new_consumer, new_producer, send_dead_letter
+from pushrelay.bus import (
+    ensure_topics,
+    new_consumer,
+    new_producer,
+    send_dead_letter,
+    watchdog_timeout,
+)
 from pushrelay.deliveries import DeliveryLog
 from pushrelay.events import DeadLetter, InvalidEvent, decode_refresh
 from pushrelay.kube.client import new_api_client
@@ -233,7 +239,7 @@ class RefresherService:
         if not offsets:
             return
         try:
-            async with asyncio.timeout(2 * self.settings.kafka_request_timeout + 5):
+            async with asyncio.timeout(watchdog_timeout(self.settings)):
                 await self._consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - the next commit catches up (timeouts too)
             log.warning("offset commit failed", extra={"error": f"{exc!r}"})

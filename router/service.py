@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,7 +34,13 @@ from aiokafka.errors import (
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import metrics
-from pushrelay.bus import dead_letter_for, ensure_topics, new_consumer, new_producer
+from pushrelay.bus import (
+    dead_letter_for,
+    ensure_topics,
+    new_consumer,
+    new_producer,
+    watchdog_timeout,
+)
 from pushrelay.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.events import (
     Cause,
@@ -77,14 +83,11 @@ class _Outgoing:
 class _Handoff(ConsumerRebalanceListener):
     """Revocation waits for the batch in flight to be acked, then commits what is done."""
 
-    def __init__(self, service: RouterService) -> None:
-        self._service = service
+    def __init__(self, commit_done: Callable[[], Awaitable[None]]) -> None:
+        self._commit_done = commit_done
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        service = self._service
-        async with service._lock:
-            if service._consumer is not None:
-                await service._commit(service._consumer)
+        await self._commit_done()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("push-events partitions assigned",
@@ -101,7 +104,7 @@ class RouterService:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         # Watchdog over Kafka calls made under the lock (aiokafka has its own timeouts).
-        self._ack_timeout = 2 * settings.kafka_request_timeout + 5
+        self._ack_timeout = watchdog_timeout(settings)
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self.live: LiveIndex | None = None
@@ -174,7 +177,8 @@ class RouterService:
                 self.settings, self.settings.push_topic, self.settings.router_group,
                 client_id="pushrelay-router",
             )
-            self._consumer.subscribe([self.settings.push_topic], listener=_Handoff(self))
+            self._consumer.subscribe([self.settings.push_topic],
+                                     listener=_Handoff(self._commit_done))
             await self._consumer.start()
             try:
                 await self._consume(self._consumer)
@@ -200,8 +204,15 @@ class RouterService:
                     self._record_facts()
                 if self._done and (not batch or loop.time() >= self._commit_due):
                     await self._commit(consumer)
-        async with self._lock:  # stopping: commit what is done
-            await self._commit(consumer)
+        # Stopping: commit what is done, within a share of the shutdown budget (Kafka
+        # may be the reason the last batch could not be delivered).
+        await self._commit_done(self.settings.shutdown_timeout / 4)
+
+    async def _commit_done(self, within: float | None = None) -> None:
+        """Wait for the batch in flight, then commit every done offset."""
+        async with self._lock:
+            if self._consumer is not None:
+                await self._commit(self._consumer, within)
 
     def _route_batch(self, batch: dict[TopicPartition, Sequence[Any]]) -> list[_Outgoing]:
         out: list[_Outgoing] = []
@@ -332,14 +343,15 @@ class RouterService:
                                  payload=msg.value)
         return _Outgoing(self.settings.dead_letter_topic, encode(letter), msg.key, True)
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, within: float | None = None) -> None:
         """Commit the offsets whose batches are durable (the next call retries a failure)."""
         offsets, self._done = self._done, {}
         self._commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL
         if not offsets:
             return
         try:
-            async with asyncio.timeout(self._ack_timeout):
+            async with asyncio.timeout(self._ack_timeout if within is None
+                                       else min(within, self._ack_timeout)):
                 await consumer.commit(offsets)
         except TimeoutError:
             log.warning("commit timed out; retried with the next commit")

@@ -177,12 +177,11 @@ class EventRecorder:
                 await self._write(key, entry)
             except Exception as exc:  # noqa: BLE001 - events are best effort, logged
                 error = classify(exc)
-                if error.action is not Action.RETRY:
+                self._due.pop(key, None)  # (it may have been evicted meanwhile)
+                if error.action is Action.RETRY:
+                    self._due[key] = None  # again at a later flush, behind the others
+                else:
                     entry.count = 0  # the object is gone or we may not write: give up
-                    self._due.pop(key, None)
-                else:  # try again at a later flush, behind the others
-                    self._due.pop(key, None)
-                    self._due[key] = None
                 log.debug("event write failed for %s/%s: %s",
                           entry.ref.namespace, entry.ref.name, error.reason)
 
