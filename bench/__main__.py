@@ -26,10 +26,10 @@ import orjson
 
 from bench import amplification, e2e, ingress, memory, micro, report, router
 from bench.common import Context, Section, Sizes, say
-from pushrelay.devstack.paths import cache_dir
-from pushrelay.devstack.stack import Devstack
-from pushrelay.kube.client import new_api_client
-from pushrelay.runtime import install_event_loop_policy
+from pushrelay.infra.kube.client import new_api_client
+from pushrelay.infra.runtime import install_event_loop_policy
+from pushrelay_devstack.paths import cache_dir
+from pushrelay_devstack.stack import Devstack
 
 Bench = Callable[[Context, Section], Awaitable[None]]
 # (key, title, function) in the order they run; the table follows the numbering.

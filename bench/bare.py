@@ -16,7 +16,7 @@ import asyncio
 
 from aiohttp import web
 
-from pushrelay.runtime import install_event_loop_policy
+from pushrelay.infra.runtime import install_event_loop_policy
 
 
 async def accept(request: web.Request) -> web.Response:

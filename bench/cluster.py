@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import request_json
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.resources import PROJECT_CONFIG, SECRET, WAREHOUSE
-from pushrelay.receivers import receiver_hash
+from pushrelay.core.receivers import receiver_hash
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, SECRET, WAREHOUSE
 
 RECEIVER = "quay"
 SECRET_NAME = "quay-webhook"

@@ -24,8 +24,8 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushrelay.devstack.procs import free_port
-from pushrelay.devstack.stack import Devstack
+from pushrelay_devstack.procs import free_port
+from pushrelay_devstack.stack import Devstack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})

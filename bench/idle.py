@@ -16,7 +16,7 @@ import sys
 
 from aiohttp import web
 
-from pushrelay.runtime import install_event_loop_policy
+from pushrelay.infra.runtime import install_event_loop_policy
 
 
 async def serve(port: int) -> None:

@@ -9,7 +9,7 @@ the ``kargo.akuity.io/refresh`` annotation, answering 200 when done. Nothing is
 coalesced: N pushes to a repository cost N patches of each subscribed Warehouse.
 
 :class:`KargoBaseline` does the same in this process: an informer feeds the
-same :class:`~pushrelay.matching.WarehouseIndex` pushrelay uses (so both decide
+same :class:`~pushrelay.core.matching.WarehouseIndex` pushrelay uses (so both decide
 identically which Warehouses a push refreshes), and every request patches every
 match sequentially before it is answered. Same URLs, same payloads.
 """
@@ -23,12 +23,12 @@ import orjson
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.procs import free_port
-from pushrelay.kube.client import merge_patch
-from pushrelay.kube.informer import ChangeKind, Informer, object_key
-from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
-from pushrelay.matching import WarehouseIndex, route
-from pushrelay.normalize import repo_urls
+from pushrelay.core.matching import WarehouseIndex, route
+from pushrelay.core.normalize import repo_urls
+from pushrelay.infra.kube.client import merge_patch
+from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
+from pushrelay_devstack.procs import free_port
 
 
 def _stamp() -> str:

@@ -22,15 +22,15 @@ from aiohttp import web
 
 from bench.cluster import Target, create_projects, create_warehouses, payload
 from bench.common import Context, Section, ratio
-from pushrelay import metrics
-from pushrelay.bus import ensure_topics, new_producer
-from pushrelay.deliveries import DeliveryFact
-from pushrelay.events import encode, new_id
-from pushrelay.kube.client import merge_patch, new_api_client
-from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.resources import PROJECT_CONFIG, WAREHOUSE
-from pushrelay.logs import JsonFormatter
-from pushrelay.settings import IngressSettings
+from pushrelay.core.events import encode, new_id
+from pushrelay.infra import metrics
+from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.deliveries import DeliveryFact
+from pushrelay.infra.kube.client import merge_patch, new_api_client
+from pushrelay.infra.kube.events import EventRecorder, ObjectRef
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, WAREHOUSE
+from pushrelay.infra.logs import JsonFormatter
+from pushrelay.infra.settings import IngressSettings
 
 N = 20_000
 MICRO_NAMESPACE = "bench-micro"
@@ -137,7 +137,7 @@ async def patch_cost(ctx: Context, stock: bool, n: int = 400) -> tuple[float, fl
     ``stock``: as kubernetes_asyncio builds its aiohttp session, with
     ``trust_env=True``, which costs two worker-thread round trips per request (a
     ``.netrc`` lookup and a proxy lookup). pushrelay's client reads the
-    environment once instead (pushrelay.kube.client.new_api_client)."""
+    environment once instead (pushrelay.infra.kube.client.new_api_client)."""
     api = await new_api_client(ctx.kubeconfig)
     if stock:
         api.rest_client.pool_manager._trust_env = True

@@ -1,7 +1,7 @@
 """The router baseline: a Kafka relay that does no work.
 
 Consumes push-events with the router's consumer settings and batch size
-(pushrelay.bus.new_consumer, ``getmany`` of up to 1,000 records, 250 ms poll),
+(pushrelay.infra.bus.new_consumer, ``getmany`` of up to 1,000 records, 250 ms poll),
 produces each record unchanged to ``<prefix>passthrough`` with the router's
 producer settings (acks=all, idempotent), waits for every ack, then commits the
 batch — the router's delivery loop without decoding, routing or encoding. The
@@ -19,9 +19,9 @@ import signal
 
 from aiohttp import web
 
-from pushrelay.bus import new_consumer, new_producer
-from pushrelay.runtime import install_event_loop_policy
-from pushrelay.settings import RouterSettings
+from pushrelay.infra.bus import new_consumer, new_producer
+from pushrelay.infra.runtime import install_event_loop_policy
+from pushrelay.infra.settings import RouterSettings
 
 POLL_MS = 250
 BATCH_RECORDS = 1000

@@ -33,10 +33,10 @@ from bench import profiling
 from bench.common import Context, Section, ServiceProc, ratio, say
 from bench.layout import INDEX_PREFIX, REPOS, ensure_index
 from bench.load import now
-from pushrelay.bus import ensure_topics, new_producer
-from pushrelay.events import PushEvent, Scope, encode
-from pushrelay.normalize import repo_urls
-from pushrelay.settings import RouterSettings
+from pushrelay.core.events import PushEvent, Scope, encode
+from pushrelay.core.normalize import repo_urls
+from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.settings import RouterSettings
 
 CLUSTER_SHARE = 10  # every 10th event is cluster-scoped
 

@@ -18,8 +18,8 @@ from kubernetes_asyncio.client import ApiClient
 
 from bench.cluster import refresh_value
 from bench.load import now
-from pushrelay.kube.informer import ChangeKind, Informer
-from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
+from pushrelay.infra.kube.informer import ChangeKind, Informer
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 Key = tuple[str, str]
 #: listener(key, when) for every new annotation value

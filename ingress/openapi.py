@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ingress.payload import MAX_DOCKER_URL, MAX_TAG, MAX_TAGS
-from pushrelay.receivers import QUAY, base_path_of, join_path
-from pushrelay.settings import IngressSettings
+from pushrelay.core.receivers import QUAY, base_path_of, join_path
+from pushrelay.infra.settings import IngressSettings
 
 
 def _error(description: str, example: str, headers: dict[str, Any] | None = None,

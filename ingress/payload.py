@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from pushrelay.events import PushEvent, Scope
-from pushrelay.normalize import repo_urls
+from pushrelay.core.events import PushEvent, Scope
+from pushrelay.core.normalize import repo_urls
 
 MAX_DOCKER_URL = 1024
 MAX_TAGS = 10_000

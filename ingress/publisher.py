@@ -18,9 +18,9 @@ import time
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from pushrelay import bus, metrics
-from pushrelay.events import PushEvent, encode
-from pushrelay.settings import IngressSettings
+from pushrelay.core.events import PushEvent, encode
+from pushrelay.infra import bus, metrics
+from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 

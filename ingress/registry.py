@@ -1,7 +1,7 @@
 """The live receiver table: informers on ProjectConfigs, the ClusterConfig and Secrets.
 
 Every change to a config, or to a Secret a config refers to, marks the table
-dirty; one background task rebuilds it (pure code in :mod:`pushrelay.receivers`)
+dirty; one background task rebuilds it (pure code in :mod:`pushrelay.core.receivers`)
 and swaps it in whole, so a lookup is one dictionary access and no API call is
 ever made per request. Secret rotation therefore takes effect as soon as the
 watch event arrives: the old path is gone, the new one served.
@@ -20,13 +20,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.status import status_patch
-from pushrelay import metrics
-from pushrelay.kube.client import merge_patch
-from pushrelay.kube.errors import Action, classify
-from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.informer import ChangeKind, Informer, object_key
-from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
-from pushrelay.receivers import (
+from pushrelay.core.receivers import (
     CLUSTER_CONFIG_KIND,
     SECRET_KEY,
     ConfigReceivers,
@@ -36,7 +30,18 @@ from pushrelay.receivers import (
     index_receivers,
     receivers_for,
 )
-from pushrelay.settings import IngressSettings
+from pushrelay.infra import metrics
+from pushrelay.infra.kube.client import merge_patch
+from pushrelay.infra.kube.errors import Action, classify
+from pushrelay.infra.kube.events import EventRecorder, ObjectRef
+from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.infra.kube.resources import (
+    CLUSTER_CONFIG,
+    CLUSTER_CONFIG_NAME,
+    PROJECT_CONFIG,
+    SECRET,
+)
+from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from kubernetes_asyncio.client import ApiClient
 from ingress.app import OnDelivery, WebhookHandler, build_app
 from ingress.publisher import KafkaPublisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
-from pushrelay.deliveries import DeliveryFact, DeliveryLog
-from pushrelay.kube.client import new_api_client
-from pushrelay.kube.events import EventRecorder
-from pushrelay.receivers import Receiver
-from pushrelay.runtime import Service
-from pushrelay.settings import IngressSettings
+from pushrelay.core.receivers import Receiver
+from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
+from pushrelay.infra.kube.client import new_api_client
+from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.runtime import Service
+from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pushrelay.receivers import Receiver, Unserved
+from pushrelay.core.receivers import Receiver, Unserved
 
 READY = "Ready"
 SYNCED_MESSAGE = "{kind} is synced and ready for use"

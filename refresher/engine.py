@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pushrelay.events import RefreshRequest, WarehouseRef
-from pushrelay.kube.errors import KubeError, classify
-from refresher.backoff import Backoff
+from pushrelay.core.events import RefreshRequest, WarehouseRef
+from pushrelay.infra.backoff import Backoff
+from pushrelay.infra.kube.errors import KubeError, classify
 from refresher.bucket import TokenBucket
 from refresher.coalescer import Coalescer
 from refresher.patcher import Outcome, Patched, outcome_of

@@ -4,7 +4,7 @@ A refresh is a JSON merge patch of
 ``metadata.annotations["kargo.akuity.io/refresh"]`` to an RFC 3339 timestamp
 with nanoseconds, unique per patch (strictly increasing within a process), so
 Kargo's controller always sees a new value. Errors arrive already classified
-(:class:`pushrelay.kube.errors.KubeError`); :func:`outcome_of` turns them into
+(:class:`pushrelay.infra.kube.errors.KubeError`); :func:`outcome_of` turns them into
 what the refresher does: retry, drop, or dead-letter.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.events import WarehouseRef
-from pushrelay.kube.client import merge_patch
-from pushrelay.kube.errors import Action, KubeError, classify
-from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
+from pushrelay.core.events import WarehouseRef
+from pushrelay.infra.kube.client import merge_patch
+from pushrelay.infra.kube.errors import Action, KubeError, classify
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 
 def rfc3339_nanos(ns: int) -> str:

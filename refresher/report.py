@@ -13,12 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pushrelay import metrics
-from pushrelay.deliveries import DeliveryFact, Outcome
-from pushrelay.events import Cause, DeadLetter, WarehouseRef
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.core.events import Cause, DeadLetter, WarehouseRef
+from pushrelay.infra import metrics
+from pushrelay.infra.deliveries import DeliveryFact, Outcome
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.events import EventRecorder, ObjectRef
+from pushrelay.infra.kube.resources import WAREHOUSE
 from refresher.engine import Item
 from refresher.patcher import Patched, retry_reason
 from refresher.watermark import Watermarks

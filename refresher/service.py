@@ -22,21 +22,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay import metrics
-from pushrelay.bus import (
+from pushrelay.core.events import DeadLetter, InvalidEvent, decode_refresh
+from pushrelay.infra import metrics
+from pushrelay.infra.backoff import Backoff
+from pushrelay.infra.bus import (
     ensure_topics,
     new_consumer,
     new_producer,
     send_dead_letter,
     watchdog_timeout,
 )
-from pushrelay.deliveries import DeliveryLog
-from pushrelay.events import DeadLetter, InvalidEvent, decode_refresh
-from pushrelay.kube.client import new_api_client
-from pushrelay.kube.events import EventRecorder
-from pushrelay.runtime import Service
-from pushrelay.settings import RefresherSettings
-from refresher.backoff import Backoff
+from pushrelay.infra.deliveries import DeliveryLog
+from pushrelay.infra.kube.client import new_api_client
+from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.runtime import Service
+from pushrelay.infra.settings import RefresherSettings
 from refresher.bucket import TokenBucket
 from refresher.engine import Engine, Item
 from refresher.patcher import Patcher

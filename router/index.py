@@ -14,11 +14,11 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay import metrics
-from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.informer import ChangeKind, Informer, object_key
-from pushrelay.kube.resources import WAREHOUSE
-from pushrelay.matching import Compiler, Warehouse, WarehouseIndex
+from pushrelay.core.matching import Compiler, Warehouse, WarehouseIndex
+from pushrelay.infra import metrics
+from pushrelay.infra.kube.events import EventRecorder, ObjectRef
+from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.infra.kube.resources import WAREHOUSE
 
 log = logging.getLogger(__name__)
 

@@ -33,16 +33,7 @@ from aiokafka.errors import (
 )
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay import metrics
-from pushrelay.bus import (
-    dead_letter_for,
-    ensure_topics,
-    new_consumer,
-    new_producer,
-    watchdog_timeout,
-)
-from pushrelay.deliveries import DeliveryFact, DeliveryLog
-from pushrelay.events import (
+from pushrelay.core.events import (
     Cause,
     InvalidEvent,
     PushEvent,
@@ -53,11 +44,20 @@ from pushrelay.events import (
     new_id,
     now,
 )
-from pushrelay.kube.client import new_api_client
-from pushrelay.kube.events import EventRecorder
-from pushrelay.matching import Compiler, event_urls, route
-from pushrelay.runtime import Service
-from pushrelay.settings import RouterSettings
+from pushrelay.core.matching import Compiler, event_urls, route
+from pushrelay.infra import metrics
+from pushrelay.infra.bus import (
+    dead_letter_for,
+    ensure_topics,
+    new_consumer,
+    new_producer,
+    watchdog_timeout,
+)
+from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
+from pushrelay.infra.kube.client import new_api_client
+from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.runtime import Service
+from pushrelay.infra.settings import RouterSettings
 from router.index import LiveIndex
 
 log = logging.getLogger(__name__)

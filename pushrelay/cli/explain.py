@@ -2,9 +2,9 @@
 
 Answers "what would the router do with this push?" without sending anything:
 one LIST of Warehouses (all namespaces, via ``KUBECONFIG`` or the pod's
-service account) builds the same :class:`~pushrelay.matching.WarehouseIndex`
+service account) builds the same :class:`~pushrelay.core.matching.WarehouseIndex`
 the router keeps; :func:`explain` gives the router's decision (the very same
-:func:`~pushrelay.matching.route`) plus, for every subscription on the
+:func:`~pushrelay.core.matching.route`) plus, for every subscription on the
 repository that would not refresh, the reason (constraint not satisfied,
 regex excluded, strict semver rejected, wrong namespace, deprecated field...).
 """
@@ -20,10 +20,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
-from pushrelay.kube.client import api_client, list_objects
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.resources import WAREHOUSE
-from pushrelay.matching import (
+from pushrelay.core.matching import (
     PUSHABLE_KINDS,
     Compiler,
     Match,
@@ -32,7 +29,10 @@ from pushrelay.matching import (
     event_urls,
     route,
 )
-from pushrelay.normalize import repo_urls
+from pushrelay.core.normalize import repo_urls
+from pushrelay.infra.kube.client import api_client, list_objects
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.resources import WAREHOUSE
 
 Outcome = Literal["refresh", "no-qualifying-tag", "out-of-scope", "invalid", "not-applicable"]
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 # Order is the order shown by ``pushrelay --help``.
 COMMAND_MODULES = (
     "pushrelay.cli.services",
-    "pushrelay.cli.devstack",
-    "pushrelay.cli.demo",
+    "pushrelay_devstack.cli",
+    "pushrelay_devstack.demo",
     "pushrelay.cli.publish",
     "pushrelay.cli.explain",
     "pushrelay.cli.visibility",

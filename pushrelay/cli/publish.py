@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import sys
 
-from pushrelay import bus
 from pushrelay.cli.services import load_settings
-from pushrelay.events import PushEvent, Scope, encode
-from pushrelay.normalize import repo_urls
-from pushrelay.settings import Settings
+from pushrelay.core.events import PushEvent, Scope, encode
+from pushrelay.core.normalize import repo_urls
+from pushrelay.infra import bus
+from pushrelay.infra.settings import Settings
 
 
 async def publish(settings: Settings, repo: str, tags: list[str], project: str | None,

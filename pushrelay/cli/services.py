@@ -2,7 +2,7 @@
 
 Each service package exposes ``create(settings, health_services=None)`` in its
 ``service`` module, returning an object that follows
-:class:`pushrelay.runtime.Service`. The ingress serves the health endpoints on
+:class:`pushrelay.infra.runtime.Service`. The ingress serves the health endpoints on
 its own HTTP port; router and refresher get a small health server on
 ``PUSHRELAY_HEALTH_PORT``. ``all-in-one`` runs the three in one event loop with
 one settings object, each stage still going through Kafka, and serves health
@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushrelay import logs
-from pushrelay.runtime import HealthServer, Service, install_event_loop_policy, serve
-from pushrelay.settings import Settings
+from pushrelay.infra import logs
+from pushrelay.infra.runtime import HealthServer, Service, install_event_loop_policy, serve
+from pushrelay.infra.settings import Settings
 
 SERVICES = ("ingress", "router", "refresher")
 

@@ -21,16 +21,21 @@ import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.cli.services import load_settings
-from pushrelay.deliveries import Delivery, fold, read_deliveries, read_facts
-from pushrelay.kube.client import api_client, get_object, list_objects
-from pushrelay.kube.errors import Action, KubeError
-from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
-from pushrelay.receivers import (
+from pushrelay.core.receivers import (
     ConfigReceivers,
     parse_receivers,
     receivers_for,
 )
-from pushrelay.settings import Settings
+from pushrelay.infra.deliveries import Delivery, fold, read_deliveries, read_facts
+from pushrelay.infra.kube.client import api_client, get_object, list_objects
+from pushrelay.infra.kube.errors import Action, KubeError
+from pushrelay.infra.kube.resources import (
+    CLUSTER_CONFIG,
+    CLUSTER_CONFIG_NAME,
+    PROJECT_CONFIG,
+    SECRET,
+)
+from pushrelay.infra.settings import Settings
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.paths import cache_dir
-from pushrelay.kube.client import new_api_client
+from pushrelay.infra.kube.client import new_api_client
+from pushrelay_devstack.paths import cache_dir
 from tests.faults.harness import FaultStack, Row, note
 
 FAULTS_DIR = Path(__file__).resolve().parent

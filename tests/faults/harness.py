@@ -49,13 +49,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack import kafka, procs
-from pushrelay.devstack.stack import Devstack
-from pushrelay.events import decode_push
-from pushrelay.kube.client import list_objects, request_json
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.informer import Informer
-from pushrelay.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
+from pushrelay.core.events import decode_push
+from pushrelay.infra.kube.client import list_objects, request_json
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.informer import Informer
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
+from pushrelay_devstack import kafka, procs
+from pushrelay_devstack.stack import Devstack
 from tests.faults.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[2]

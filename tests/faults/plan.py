@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.infra.kube.resources import WAREHOUSE
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.stack import mint_user_kubeconfig
-from pushrelay.kube.client import request_json
+from pushrelay.infra.kube.client import request_json
+from pushrelay_devstack.stack import mint_user_kubeconfig
 from tests.faults.harness import (
     ROOT,
     FaultStack,
@@ -428,7 +428,7 @@ async def test_slow_network(fault_stack: FaultStack, admin: ApiClient, logs_root
                             fault_results: list[Row]) -> None:
     """Every service reaches Kafka and the apiserver through a proxy adding 100 ± 50 ms
     each way (400 ± 100 ms for 15 s in the middle): still no loss."""
-    from pushrelay.devstack.procs import free_port
+    from pushrelay_devstack.procs import free_port
 
     workdir = logs_root / "slow_network"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import new_api_client, request_json
-from pushrelay.settings import Settings
+from pushrelay.infra.kube.client import new_api_client, request_json
+from pushrelay.infra.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def devstack_env() -> Iterator[dict[str, str]]:
-    from pushrelay.devstack.testing import ensure_devstack
+    from tests.devstack_fixtures import ensure_devstack
 
     env, stop = ensure_devstack()
     try:

@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.bus import ensure_topics, new_producer
-from pushrelay.events import Cause, RefreshRequest, WarehouseRef, encode
-from pushrelay.kube.client import request_json
-from pushrelay.kube.informer import Informer
-from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
-from pushrelay.settings import Settings
+from pushrelay.core.events import Cause, RefreshRequest, WarehouseRef, encode
+from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.informer import Informer
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
+from pushrelay.infra.settings import Settings
 from refresher.service import RefresherService
 
 REPO = "quay.io/acme/app"
@@ -225,7 +225,7 @@ async def grant_refresher_rights(kube: ApiClient, namespace: str, user: str) -> 
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
-    from pushrelay.metrics import REGISTRY
+    from pushrelay.infra.metrics import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
@@ -243,9 +243,9 @@ class ExtraApiserver:
     """
 
     def __init__(self, state_dir: Path, workdir: Path, extra_args: Sequence[str] = ()) -> None:
-        from pushrelay.devstack import gobuild, ports, procs
-        from pushrelay.devstack.certs import Pki
-        from pushrelay.devstack.paths import StatePaths
+        from pushrelay_devstack import gobuild, ports, procs
+        from pushrelay_devstack.certs import Pki
+        from pushrelay_devstack.paths import StatePaths
 
         paths = StatePaths(state_dir)
         self.pki = Pki(paths.pki)
@@ -261,8 +261,8 @@ class ExtraApiserver:
         return self.workdir / "extra-apiserver.log"
 
     def start(self) -> None:
-        from pushrelay.devstack import kube, procs
-        from pushrelay.devstack.kubeapi import KubeHTTP
+        from pushrelay_devstack import kube, procs
+        from pushrelay_devstack.kubeapi import KubeHTTP
 
         argv = kube.apiserver_argv(self.binary, self.pki, self.port, self.etcd_port,
                                    self.extra_args)
@@ -273,13 +273,13 @@ class ExtraApiserver:
         kube.wait_apiserver(self._rec, KubeHTTP.admin(self.pki, self.port))
 
     def stop(self) -> None:
-        from pushrelay.devstack import procs
+        from pushrelay_devstack import procs
 
         if self._rec is not None:
             procs.stop(self._rec)
             self._rec = None
 
     def kubeconfig(self, user: str = "admin") -> Path:
-        from pushrelay.devstack.kubeapi import write_kubeconfig
+        from pushrelay_devstack.kubeapi import write_kubeconfig
 
         return write_kubeconfig(self.workdir / f"{user}.kubeconfig", self.pki, self.port, user)

@@ -24,11 +24,11 @@ import orjson
 from aiohttp import ClientSession
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.events import Cause, RefreshRequest, WarehouseRef, decode_dead_letter, encode
-from pushrelay.kube.client import request_json
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.resources import PROJECT_CONFIG, SECRET, WAREHOUSE
-from pushrelay.settings import Settings
+from pushrelay.core.events import Cause, RefreshRequest, WarehouseRef, decode_dead_letter, encode
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, SECRET, WAREHOUSE
+from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually
 from tests.integration.refresher_support import (
     all_committed,

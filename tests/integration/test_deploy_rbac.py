@@ -36,8 +36,8 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import new_api_client, raw_request, request_json
-from pushrelay.kube.resources import REFRESH_ANNOTATION
+from pushrelay.infra.kube.client import new_api_client, raw_request, request_json
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION
 from tests.integration.conftest import eventually
 from tests.rbac_expectations import ALLOWED, KARGO
 

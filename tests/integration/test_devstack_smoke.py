@@ -1,7 +1,7 @@
 """The devstack is real: Kafka round-trips, the CRDs serve, RBAC denies.
 
 Uses the session fixture ``devstack_env`` (tests/integration/conftest.py,
-backed by ``pushrelay.devstack.testing.ensure_devstack``).
+backed by ``tests.devstack_fixtures.ensure_devstack``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from pushrelay.devstack.stack import mint_user_kubeconfig
-from pushrelay.devstack.testing import state_dir_of
+from pushrelay_devstack.stack import mint_user_kubeconfig
+from tests.devstack_fixtures import state_dir_of
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import get_object, request_json
-from pushrelay.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
+from pushrelay.infra.kube.client import get_object, request_json
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
 from tests.integration.conftest import eventually
 
 RECEIVER = "quay"

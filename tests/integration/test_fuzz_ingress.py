@@ -37,7 +37,7 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.procs import free_port
+from pushrelay_devstack.procs import free_port
 from tests.integration.conftest import eventually
 from tests.integration.test_ingress_flow import project_with_receiver
 

@@ -31,7 +31,7 @@ from kubernetes_asyncio.client import ApiClient
 
 import ingress.service
 from ingress.service import IngressService
-from pushrelay.settings import Settings
+from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.test_ingress_flow import (
     PAYLOAD,

@@ -31,11 +31,11 @@ from cryptography.x509.oid import NameOID
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.service import IngressService, create
-from pushrelay.events import PushEvent, decode_push
-from pushrelay.kube.client import request_json
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
-from pushrelay.settings import Settings
+from pushrelay.core.events import PushEvent, decode_push
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
+from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
 
 PAYLOAD = {
@@ -47,7 +47,7 @@ PAYLOAD = {
 
 
 def expected_path(project: str, name: str, secret: str) -> str:
-    """Computed here, independently of pushrelay.receivers."""
+    """Computed here, independently of pushrelay.core.receivers."""
     return "/quay/" + hashlib.sha256((project + name + secret).encode()).hexdigest()
 
 

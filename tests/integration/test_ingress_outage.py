@@ -18,8 +18,8 @@ import pytest
 from aiohttp import ClientSession
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack import kafka, procs
-from pushrelay.devstack.paths import StatePaths
+from pushrelay_devstack import kafka, procs
+from pushrelay_devstack.paths import StatePaths
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.test_ingress_flow import post as post_push
 from tests.integration.test_ingress_flow import (

@@ -29,9 +29,9 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.procs import free_port
-from pushrelay.kube.client import request_json
-from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.resources import WAREHOUSE
+from pushrelay_devstack.procs import free_port
 from tests.integration.conftest import eventually
 from tests.integration.test_ingress_flow import (
     PAYLOAD,

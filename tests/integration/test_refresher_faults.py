@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.devstack.procs import free_port
-from pushrelay.settings import Settings
+from pushrelay.infra.settings import Settings
+from pushrelay_devstack.procs import free_port
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.refresher_support import (
     ExtraApiserver,
@@ -143,7 +143,7 @@ async def test_kill_9_mid_burst_then_restart_refreshes_every_warehouse(
 @pytest.fixture
 async def extra_apiserver(devstack_env: dict[str, str], tmp_path: Path,
                           request: pytest.FixtureRequest) -> AsyncIterator[ExtraApiserver]:
-    from pushrelay.devstack.testing import state_dir_of
+    from tests.devstack_fixtures import state_dir_of
 
     args = getattr(request, "param", ())
     server = ExtraApiserver(state_dir_of(devstack_env), tmp_path, args)
@@ -201,8 +201,8 @@ async def test_real_429s_are_retried_and_nothing_is_lost(
     kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str,
     extra_apiserver: ExtraApiserver,
 ) -> None:
-    from pushrelay.devstack.stack import mint_user_kubeconfig
-    from pushrelay.devstack.testing import state_dir_of
+    from pushrelay_devstack.stack import mint_user_kubeconfig
+    from tests.devstack_fixtures import state_dir_of
 
     user = f"refresher-{uuid.uuid4().hex[:6]}"
     mint_user_kubeconfig(state_dir_of(devstack_env), user)  # issues the client certificate

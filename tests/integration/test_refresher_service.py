@@ -13,9 +13,9 @@ import uuid
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.deliveries import Delivery, read_deliveries
-from pushrelay.events import decode_dead_letter
-from pushrelay.settings import Settings
+from pushrelay.core.events import decode_dead_letter
+from pushrelay.infra.deliveries import Delivery, read_deliveries
+from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.refresher_support import (
     REPO,
@@ -117,8 +117,8 @@ async def test_invalid_and_unknown_requests_are_dead_lettered_and_skipped(
 async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
     kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str,
 ) -> None:
-    from pushrelay.devstack.stack import mint_user_kubeconfig
-    from pushrelay.devstack.testing import state_dir_of
+    from pushrelay_devstack.stack import mint_user_kubeconfig
+    from tests.devstack_fixtures import state_dir_of
 
     user = f"no-patch-{uuid.uuid4().hex[:6]}"
     kubeconfig = mint_user_kubeconfig(state_dir_of(devstack_env), user)

@@ -19,9 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.bus import new_producer
 from pushrelay.cli.explain import run as explain_run
-from pushrelay.events import (
+from pushrelay.core.events import (
     DeadLetter,
     PushEvent,
     RefreshRequest,
@@ -30,10 +29,11 @@ from pushrelay.events import (
     decode_refresh,
     encode,
 )
-from pushrelay.kube.client import request_json
-from pushrelay.kube.resources import WAREHOUSE
-from pushrelay.normalize import repo_urls
-from pushrelay.settings import Settings
+from pushrelay.core.normalize import repo_urls
+from pushrelay.infra.bus import new_producer
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.resources import WAREHOUSE
+from pushrelay.infra.settings import Settings
 from router.service import RouterService
 from tests.integration.conftest import eventually, temporary_namespace
 

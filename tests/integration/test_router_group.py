@@ -12,8 +12,8 @@ from collections import Counter
 
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.events import PushEvent, encode
-from pushrelay.settings import Settings
+from pushrelay.core.events import PushEvent, encode
+from pushrelay.infra.settings import Settings
 from router.service import RouterService
 from tests.integration.conftest import eventually
 from tests.integration.test_router_flow import (

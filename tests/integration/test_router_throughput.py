@@ -25,11 +25,11 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.bus import ensure_topics, new_producer
-from pushrelay.events import encode
-from pushrelay.kube.client import request_json
-from pushrelay.kube.resources import WAREHOUSE
-from pushrelay.settings import Settings
+from pushrelay.core.events import encode
+from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.kube.client import request_json
+from pushrelay.infra.kube.resources import WAREHOUSE
+from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually
 from tests.integration.test_router_flow import Collector, push_event, warehouse
 

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import yaml
 
-from pushrelay.settings import Settings
+from pushrelay.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"

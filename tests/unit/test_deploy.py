@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pushrelay.settings import Settings
+from pushrelay.infra.settings import Settings
 from tests.rbac_expectations import ALLOWED, KARGO
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pushrelay.devstack.certs import ensure_pki, issue_client
+from pushrelay_devstack.certs import ensure_pki, issue_client
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pushrelay.cli.main import main
-from pushrelay.devstack import gobuild, kafka
-from pushrelay.devstack.errors import DevstackError
+from pushrelay_devstack import gobuild, kafka
+from pushrelay_devstack.errors import DevstackError
 
 
 def test_env_before_up_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
-from pushrelay.devstack import kafka, kube, testing
-from pushrelay.devstack.certs import Pki, ensure_pki
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.gobuild import staging_replaces
-from pushrelay.devstack.kubeapi import crd_documents, write_kubeconfig
-from pushrelay.devstack.paths import StatePaths, default_state_dir
+from pushrelay_devstack import kafka, kube
+from pushrelay_devstack.certs import Pki, ensure_pki
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.gobuild import staging_replaces
+from pushrelay_devstack.kubeapi import crd_documents, write_kubeconfig
+from pushrelay_devstack.paths import StatePaths, default_state_dir
+from tests import devstack_fixtures as testing
 
 GOMOD = """module k8s.io/kubernetes
 
@@ -96,7 +97,7 @@ def test_crds() -> None:
 
 def test_kubeconfig_is_self_contained(tmp_path: Path) -> None:
     pki = ensure_pki(tmp_path)
-    from pushrelay.devstack.certs import issue_client
+    from pushrelay_devstack.certs import issue_client
 
     issue_client(pki, "bob", ("g",))
     path = write_kubeconfig(tmp_path / "kc", pki, 6443, "bob")
@@ -119,7 +120,7 @@ def test_tests_refuse_a_non_loopback_cluster(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     pki = ensure_pki(tmp_path)
-    from pushrelay.devstack.certs import issue_client
+    from pushrelay_devstack.certs import issue_client
 
     issue_client(pki, "admin")
     kc = write_kubeconfig(tmp_path / "kubeconfig", pki, 6443, "admin")
@@ -134,7 +135,7 @@ def test_tests_reuse_a_loopback_devstack_from_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     pki = ensure_pki(tmp_path / "pki")
-    from pushrelay.devstack.certs import issue_client
+    from pushrelay_devstack.certs import issue_client
 
     issue_client(pki, "admin")
     kc = write_kubeconfig(tmp_path / "kubeconfig", pki, 6443, "admin")
@@ -152,7 +153,7 @@ def test_ports_are_kept_while_free_and_pinned_ports_win(
 ) -> None:
     import socket
 
-    from pushrelay.devstack import ports
+    from pushrelay_devstack import ports
 
     path = tmp_path / "ports.json"
     first = ports.choose(path, running=[])

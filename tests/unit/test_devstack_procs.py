@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pushrelay.devstack import procs
-from pushrelay.devstack.errors import DevstackError
+from pushrelay_devstack import procs
+from pushrelay_devstack.errors import DevstackError
 
 
 def _start(tmp_path: Path, script: str) -> procs.ProcRecord:

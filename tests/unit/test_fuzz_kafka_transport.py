@@ -3,7 +3,7 @@
 Regression test for the fault suite's ``kafka_kill_9`` finding: under uvloop,
 writing to a closed transport raises ``RuntimeError`` (asyncio's loop does not),
 which aiokafka 0.14 does not catch (aiokafka issue 1038); its metadata task died
-and the router / refresher hung after a broker restart. ``pushrelay.bus`` turns
+and the router / refresher hung after a broker restart. ``pushrelay.infra.bus`` turns
 it into ``KafkaConnectionError``, which aiokafka retries. Checked for any request
 aiokafka builds, on a real uvloop transport.
 """
@@ -19,7 +19,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pushrelay.bus  # noqa: F401 - installs the fix
+import pushrelay.infra.bus  # noqa: F401 - installs the fix
 
 uvloop = pytest.importorskip("uvloop")
 

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingress.app import WebhookHandler, build_app
-from pushrelay.events import (
+from pushrelay.core.events import (
     DEAD_LETTER_SCHEMA,
     PUSH_SCHEMA,
     REFRESH_SCHEMA,
@@ -45,11 +45,11 @@ from pushrelay.events import (
     decode_refresh,
     encode,
 )
-from pushrelay.matching import WarehouseIndex, event_urls, normalize_url, route
-from pushrelay.normalize import normalize_chart, normalize_image
-from pushrelay.qualifiers import compile_subscription
-from pushrelay.receivers import Owner, Receiver, receiver_path
-from pushrelay.settings import IngressSettings
+from pushrelay.core.matching import WarehouseIndex, event_urls, normalize_url, route
+from pushrelay.core.normalize import normalize_chart, normalize_image
+from pushrelay.core.qualifiers import compile_subscription
+from pushrelay.core.receivers import Owner, Receiver, receiver_path
+from pushrelay.infra.settings import IngressSettings
 
 CASES: dict[str, int] = {}
 
@@ -420,8 +420,8 @@ def test_mutated_quay_payloads_get_202_or_400(server: _Server, doc: dict[str, An
 def test_a_refresh_can_only_target_the_warehouse_it_names(namespace: str, name: str) -> None:
     """Whatever a foreign producer writes, an accepted name stays one path segment of
     the Warehouse collection (no "/", "..", "%", upper case...)."""
-    from pushrelay.events import WarehouseRef
-    from pushrelay.kube.resources import WAREHOUSE
+    from pushrelay.core.events import WarehouseRef
+    from pushrelay.infra.kube.resources import WAREHOUSE
     from refresher.patcher import invalid_ref
 
     count("refresh target names")

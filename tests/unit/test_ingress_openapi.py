@@ -7,7 +7,7 @@ import openapi_spec_validator
 import pytest
 
 from ingress.openapi import openapi_document
-from pushrelay.settings import IngressSettings
+from pushrelay.infra.settings import IngressSettings
 
 
 def test_document_is_valid_openapi() -> None:

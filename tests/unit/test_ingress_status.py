@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingress.status import status_patch
-from pushrelay.receivers import Owner, Receiver, Unserved
+from pushrelay.core.receivers import Owner, Receiver, Unserved
 
 OWNER = Owner("ProjectConfig", "p", "p")
 R1 = Receiver(OWNER, "r1", "p", "s", "/quay/aaa", "http://h/quay/aaa")

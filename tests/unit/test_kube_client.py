@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pushrelay.kube.client import env_proxy_for, new_api_client
+from pushrelay.infra.kube.client import env_proxy_for, new_api_client
 
 KUBECONFIG = """\
 apiVersion: v1

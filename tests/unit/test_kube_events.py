@@ -6,10 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from pushrelay.kube import events as events_module
-from pushrelay.kube.errors import Action, KubeError
-from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.infra.kube import events as events_module
+from pushrelay.infra.kube.errors import Action, KubeError
+from pushrelay.infra.kube.events import EventRecorder, ObjectRef
+from pushrelay.infra.kube.resources import WAREHOUSE
 
 
 class FakeApi:

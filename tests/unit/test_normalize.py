@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushrelay.normalize import normalize_chart, normalize_image, repo_urls, sanitize
+from pushrelay.core.normalize import normalize_chart, normalize_image, repo_urls, sanitize
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

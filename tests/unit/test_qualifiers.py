@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pushrelay.qualifiers import CompiledSubscription, Verdict, compile_subscription
+from pushrelay.core.qualifiers import CompiledSubscription, Verdict, compile_subscription
 
 QUAY = "quay.io/mynamespace/repository"
 

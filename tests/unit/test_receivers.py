@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pushrelay.receivers import (
+from pushrelay.core.receivers import (
     base_path_of,
     clean_path,
     index_receivers,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refresher.backoff import Backoff
+from pushrelay.infra.backoff import Backoff
 
 
 def test_caps_grow_exponentially_up_to_max() -> None:

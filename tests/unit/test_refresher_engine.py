@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from pushrelay import metrics
-from pushrelay.events import Cause, DeadLetter, RefreshRequest, WarehouseRef
-from pushrelay.kube.errors import classify
-from refresher.backoff import Backoff
+from pushrelay.core.events import Cause, DeadLetter, RefreshRequest, WarehouseRef
+from pushrelay.infra import metrics
+from pushrelay.infra.backoff import Backoff
+from pushrelay.infra.kube.errors import classify
 from refresher.bucket import TokenBucket
 from refresher.engine import Engine, Item
 from refresher.patcher import Patched, Stamper

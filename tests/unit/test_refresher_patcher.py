@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from pushrelay.kube.errors import classify
-from pushrelay.kube.resources import REFRESH_ANNOTATION
+from pushrelay.infra.kube.errors import classify
+from pushrelay.infra.kube.resources import REFRESH_ANNOTATION
 from refresher.patcher import (
     Outcome,
     Stamper,
@@ -84,7 +84,7 @@ def test_retry_after_is_read() -> None:
 
 
 def test_404_drops_only_when_the_warehouse_itself_is_not_found() -> None:
-    from pushrelay.events import WarehouseRef
+    from pushrelay.core.events import WarehouseRef
 
     ref = WarehouseRef(namespace="ns", name="app")
     gone = classify(ApiException(status=404, reason='warehouses.kargo.akuity.io "app" not found'))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pushrelay.cli.explain import explain
-from pushrelay.matching import WarehouseIndex, event_urls, route
+from pushrelay.core.matching import WarehouseIndex, event_urls, route
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Counter:
                 body = sub[kind]
                 if body.get("boom"):
                     raise RuntimeError("compiler bug")
-                url = body["repoURL"]  # raw, as pushrelay.qualifiers gives it
+                url = body["repoURL"]  # raw, as pushrelay.core.qualifiers gives it
                 allow = body.get("allow")
                 error = "deprecated field allowTags" if "allowTags" in body else None
                 return Fake(kind, url, error, frozenset(allow) if allow is not None else None)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from pushrelay.cli.explain import explain
-from pushrelay.matching import WarehouseIndex, event_urls, route
-from pushrelay.normalize import repo_urls
+from pushrelay.core.matching import WarehouseIndex, event_urls, route
+from pushrelay.core.normalize import repo_urls
 
 REPO = "quay.io/mynamespace/repository"
 

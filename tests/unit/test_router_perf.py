@@ -12,8 +12,8 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from pushrelay.events import PushEvent, Scope, encode
-from pushrelay.settings import RouterSettings
+from pushrelay.core.events import PushEvent, Scope, encode
+from pushrelay.infra.settings import RouterSettings
 from router.index import LiveIndex
 from router.service import RouterService
 from tests.unit.test_router_service import record

@@ -7,9 +7,9 @@ from typing import Any, cast
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pushrelay.events import PushEvent, Scope, decode_dead_letter, decode_refresh, encode
-from pushrelay.kube.events import EventRecorder
-from pushrelay.settings import RouterSettings
+from pushrelay.core.events import PushEvent, Scope, decode_dead_letter, decode_refresh, encode
+from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.settings import RouterSettings
 from router.index import INVALID_REASON, LiveIndex, trim
 from router.service import MAX_CAUSE_TAGS, RouterService
 from tests.unit.test_router_index import Counter, image, wh

@@ -6,15 +6,15 @@ import jsonschema
 import orjson
 import pytest
 
-from pushrelay.events import PushEvent, RefreshRequest, encode
-from pushrelay.schemas import SCHEMA_DIR, render
+from pushrelay.core.events import PushEvent, RefreshRequest, encode
+from pushrelay.core.schemas import SCHEMA_DIR, render
 
 
 @pytest.mark.parametrize("filename", sorted(render()))
 def test_committed_schema_matches_model(filename: str) -> None:
     committed = (SCHEMA_DIR / filename).read_bytes()
     assert committed == render()[filename], (
-        f"schemas/{filename} is stale: run `python -m pushrelay.schemas`"
+        f"schemas/{filename} is stale: run `python -m pushrelay.core.schemas`"
     )
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from pushrelay.semver import InvalidVersion, Version, parse, parse_strict, parse_tag
-from pushrelay.semver_constraints import (
+from pushrelay.core.constraints import (
     MAX_CONSTRAINT_GROUPS,
     Constraint,
     InvalidConstraint,
     _parse_comparator,
     _rewrite_range,
 )
+from pushrelay.core.semver import InvalidVersion, Version, parse, parse_strict, parse_tag
 
 # --------------------------------------------------------------------------
 # Constraint tables: (constraint, version, satisfied)

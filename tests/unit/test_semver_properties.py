@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushrelay.qualifiers import compile_subscription
-from pushrelay.semver import InvalidVersion, Version, parse, parse_strict, parse_tag
-from pushrelay.semver_constraints import Constraint, InvalidConstraint
+from pushrelay.core.constraints import Constraint, InvalidConstraint
+from pushrelay.core.qualifiers import compile_subscription
+from pushrelay.core.semver import InvalidVersion, Version, parse, parse_strict, parse_tag
 
 # Text that is mostly made of the characters the grammars care about, so that
 # many examples get deep into the parsers, plus anything at all (surrogates too).

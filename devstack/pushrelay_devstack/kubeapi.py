@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from pushrelay.devstack.certs import Pki, issue_client
-from pushrelay.devstack.errors import DevstackError
+from pushrelay_devstack.certs import Pki, issue_client
+from pushrelay_devstack.errors import DevstackError
 
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -64,7 +64,7 @@ class KubeHTTP:
 
 def crd_documents() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
-    folder = resources.files("pushrelay.devstack").joinpath("crds")
+    folder = resources.files("pushrelay_devstack").joinpath("crds")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             docs.extend(d for d in yaml.safe_load_all(entry.read_text()) if d)

@@ -26,15 +26,15 @@ import aiohttp
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay import logs
 from pushrelay.cli.services import SERVICES, create_service
-from pushrelay.deliveries import read_deliveries
-from pushrelay.kube.client import api_client, get_object, request_json
-from pushrelay.kube.errors import KubeError
-from pushrelay.kube.informer import Informer
-from pushrelay.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
-from pushrelay.runtime import install_event_loop_policy
-from pushrelay.settings import Settings
+from pushrelay.infra import logs
+from pushrelay.infra.deliveries import read_deliveries
+from pushrelay.infra.kube.client import api_client, get_object, request_json
+from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.informer import Informer
+from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
+from pushrelay.infra.runtime import install_event_loop_policy
+from pushrelay.infra.settings import Settings
 
 PROJECT = "pushrelay-demo"
 RECEIVER = "quay"
@@ -222,7 +222,7 @@ async def show_delivery(settings: Settings, delivery: str | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pushrelay.devstack.stack import Devstack
+    from pushrelay_devstack.stack import Devstack
 
     say("• bringing up the devstack: etcd + kube-apiserver + Kafka on 127.0.0.1 "
         "(the first run builds them; later runs take seconds)")

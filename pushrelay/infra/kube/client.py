@@ -15,8 +15,8 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from yarl import URL
 
-from pushrelay.kube.errors import classify
-from pushrelay.kube.resources import Resource
+from pushrelay.infra.kube.errors import classify
+from pushrelay.infra.kube.resources import Resource
 
 
 async def new_api_client(kubeconfig: str | None = None) -> ApiClient:

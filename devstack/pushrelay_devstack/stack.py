@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pushrelay.devstack import gobuild, kafka, kube, ports, procs
-from pushrelay.devstack.certs import Pki, ensure_pki, issue_client
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.kubeapi import (
+from pushrelay_devstack import gobuild, kafka, kube, ports, procs
+from pushrelay_devstack.certs import Pki, ensure_pki, issue_client
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.kubeapi import (
     ADMIN_USER,
     KubeHTTP,
     ensure_admin,
@@ -30,7 +30,7 @@ from pushrelay.devstack.kubeapi import (
     install_crds,
     write_kubeconfig,
 )
-from pushrelay.devstack.paths import StatePaths, default_state_dir
+from pushrelay_devstack.paths import StatePaths, default_state_dir
 
 ETCD, APISERVER, KAFKA = kube.ETCD, kube.APISERVER, kafka.COMPONENT
 CONTROLLER_MANAGER = kube.CONTROLLER_MANAGER

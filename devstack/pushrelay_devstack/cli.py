@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.stack import Devstack
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.stack import Devstack
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from pushrelay.devstack import procs
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.paths import cache_dir, default_state_dir
-from pushrelay.devstack.stack import Devstack
+from pushrelay_devstack import procs
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.paths import cache_dir, default_state_dir
+from pushrelay_devstack.stack import Devstack
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

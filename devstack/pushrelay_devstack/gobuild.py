@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.paths import ETCD_VERSION, KUBERNETES_VERSION, cache_dir
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.paths import ETCD_VERSION, KUBERNETES_VERSION, cache_dir
 
 Progress = Callable[[str], None]
 

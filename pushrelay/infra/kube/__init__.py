@@ -1,10 +1,10 @@
 """Kubernetes access: one client factory, errors translated once, informers."""
 
-from pushrelay.kube.errors import (
+from pushrelay.infra.kube.errors import (
     KubeError,
     classify,
 )
-from pushrelay.kube.resources import (
+from pushrelay.infra.kube.resources import (
     CLUSTER_CONFIG,
     GROUP,
     PROJECT_CONFIG,

@@ -25,8 +25,8 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pushrelay.events import now
-from pushrelay.settings import CommonSettings
+from pushrelay.core.events import now
+from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 

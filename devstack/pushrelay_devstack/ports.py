@@ -14,8 +14,8 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-from pushrelay.devstack import procs
-from pushrelay.devstack.errors import DevstackError
+from pushrelay_devstack import procs
+from pushrelay_devstack.errors import DevstackError
 
 # key -> the component that listens on it
 OWNERS = {

@@ -31,10 +31,10 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay import metrics
-from pushrelay.kube.client import merge_patch, request_json
-from pushrelay.kube.errors import Action, classify
-from pushrelay.kube.resources import EVENT, Resource
+from pushrelay.infra import metrics
+from pushrelay.infra.kube.client import merge_patch, request_json
+from pushrelay.infra.kube.errors import Action, classify
+from pushrelay.infra.kube.resources import EVENT, Resource
 
 log = logging.getLogger(__name__)
 

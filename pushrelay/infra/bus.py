@@ -19,8 +19,8 @@ from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from pushrelay.events import DeadLetter, encode
-from pushrelay.settings import CommonSettings
+from pushrelay.core.events import DeadLetter, encode
+from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import re2
 
-from pushrelay.semver import (
+from pushrelay.core.semver import (
     InvalidVersion,
     Version,
     byte_len,

@@ -18,7 +18,7 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pushrelay.metrics import REGISTRY
+from pushrelay.infra.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from typing import Any, Literal, Protocol
 
 import re2
 
-from pushrelay.semver import InvalidVersion, Version, parse, parse_strict, quote
-from pushrelay.semver_constraints import Constraint, InvalidConstraint
+from pushrelay.core.constraints import Constraint, InvalidConstraint
+from pushrelay.core.semver import InvalidVersion, Version, parse, parse_strict, quote
 
 __all__ = [
     "CompiledSubscription",

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from pushrelay.devstack import procs
-from pushrelay.devstack.errors import DevstackError
-from pushrelay.devstack.paths import KAFKA_VERSION, SLF4J_VERSION, StatePaths, cache_dir
+from pushrelay_devstack import procs
+from pushrelay_devstack.errors import DevstackError
+from pushrelay_devstack.paths import KAFKA_VERSION, SLF4J_VERSION, StatePaths, cache_dir
 
 COMPONENT = "kafka"
 HEAP = "-Xmx512m"
@@ -72,7 +72,7 @@ def ensure_jars(progress: Callable[[str], None], version: str = KAFKA_VERSION) -
     if mvn is None:
         raise DevstackError(COMPONENT, "`mvn` (Maven) is not on PATH; it resolves the Kafka jars")
     home.mkdir(parents=True, exist_ok=True)
-    pom = resources.files("pushrelay.devstack").joinpath("kafka-pom.xml").read_text()
+    pom = resources.files("pushrelay_devstack").joinpath("kafka-pom.xml").read_text()
     pom = pom.replace("@KAFKA_VERSION@", version).replace("@SLF4J_VERSION@", SLF4J_VERSION)
     (home / "pom.xml").write_text(pom)
     log = home / "mvn.log"

@@ -1,6 +1,6 @@
 """Write the shipped JSON Schema files (``schemas/``) from the event models.
 
-``python -m pushrelay.schemas`` regenerates them; a unit test fails when the
+``python -m pushrelay.core.schemas`` regenerates them; a unit test fails when the
 committed files drift from the models.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import orjson
 
-from pushrelay.events import json_schemas
+from pushrelay.core.events import json_schemas
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def render() -> dict[str, bytes]:

@@ -10,10 +10,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from pushrelay.devstack import procs
-from pushrelay.devstack.certs import Pki
-from pushrelay.devstack.kubeapi import KubeHTTP
-from pushrelay.devstack.paths import StatePaths
+from pushrelay_devstack import procs
+from pushrelay_devstack.certs import Pki
+from pushrelay_devstack.kubeapi import KubeHTTP
+from pushrelay_devstack.paths import StatePaths
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"

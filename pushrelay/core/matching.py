@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from pushrelay.normalize import normalize_chart, normalize_image, repo_urls
+from pushrelay.core.normalize import normalize_chart, normalize_image, repo_urls
 
 #: Kinds of subscription a registry push can refresh (``git`` is indexed only).
 PUSHABLE_KINDS = frozenset({"image", "chart"})
@@ -42,7 +42,7 @@ class VerdictLike(Protocol):
 
 
 class CompiledLike(Protocol):
-    """What :mod:`pushrelay.qualifiers` compiles one subscription into."""
+    """What :mod:`pushrelay.core.qualifiers` compiles one subscription into."""
 
     @property
     def kind(self) -> str: ...
@@ -57,7 +57,7 @@ Compiler = Callable[[Mapping[str, Any]], CompiledLike]
 
 
 def default_compiler() -> Compiler:
-    from pushrelay.qualifiers import compile_subscription
+    from pushrelay.core.qualifiers import compile_subscription
 
     return compile_subscription
 

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import list_objects
-from pushrelay.kube.errors import Action, KubeError, classify
-from pushrelay.kube.resources import Resource
+from pushrelay.infra.kube.client import list_objects
+from pushrelay.infra.kube.errors import Action, KubeError, classify
+from pushrelay.infra.kube.resources import Resource
 
 log = logging.getLogger(__name__)
 

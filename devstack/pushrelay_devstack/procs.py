@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pushrelay.devstack.errors import DevstackError
+from pushrelay_devstack.errors import DevstackError
 
 
 @dataclass

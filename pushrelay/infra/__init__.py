@@ -1,0 +1,4 @@
+"""Adapters: Kafka, Kubernetes, settings, logs, metrics, the service runtime.
+
+See docs/architecture.md.
+"""
