@@ -32,7 +32,7 @@ from pushrelay.core.receivers import (
 )
 from pushrelay.infra import metrics
 from pushrelay.infra.kube.client import merge_patch
-from pushrelay.infra.kube.errors import Action, classify
+from pushrelay.infra.kube.errors import Action, KubeError
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
 from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
 from pushrelay.infra.kube.resources import (
@@ -226,8 +226,7 @@ class ReceiverRegistry:
         try:
             await merge_patch(self._api, resource, owner.name, patch, namespace=namespace,
                               subresource="status")
-        except Exception as exc:  # noqa: BLE001 - classified: retried, dropped or reported
-            error = classify(exc)
+        except KubeError as error:  # retried, dropped or reported
             if error.action is Action.RETRY:
                 self._status_retry = True
             elif error.action is Action.REJECT:

@@ -8,6 +8,12 @@ or a slow patch never blocks the others. Outcomes go to a :class:`Sink`:
 satisfied, dropped (404), rejected (403/422: dead-letter) — or, for transient
 errors, the items return to the coalescer, due after a jittered backoff that
 honours ``Retry-After`` (a 429 also pauses the whole budget for that long).
+
+Only API errors (:class:`KubeError`) are outcomes. Any other exception from a
+patch or from the sink is a bug: the scheduler task fails with it (the service
+crashes and restarts), and the requests involved stay unsatisfied, so their
+offsets are never committed and they are consumed and patched again after the
+restart — never dead-lettered.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any, Protocol
 
 from pushrelay.core.events import RefreshRequest, WarehouseRef
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.kube.errors import KubeError, classify
+from pushrelay.infra.kube.errors import KubeError
 from refresher.bucket import TokenBucket
 from refresher.coalescer import Coalescer
 from refresher.patcher import Outcome, Patched, outcome_of
@@ -77,6 +83,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._last_prune = clock()
+        self._fatal: BaseException | None = None
         self.patches_started = 0
 
     # ---- feeding -------------------------------------------------------------
@@ -125,6 +132,8 @@ class Engine:
     # ---- scheduling ----------------------------------------------------------
     async def _claim(self) -> WarehouseRef:
         while True:
+            if self._fatal is not None:
+                raise self._fatal
             self._wake.clear()
             now = self._clock()
             if now - self._last_prune > PRUNE_EVERY:
@@ -169,13 +178,17 @@ class Engine:
         try:
             try:
                 patched = await self._refresh(key)
-            except Exception as exc:  # noqa: BLE001 - every failure is classified
-                await self._failed(key, items, classify(exc))
+            except KubeError as error:
+                await self._failed(key, items, error)
                 return
             self._co.succeeded(key, self._clock())
             await self._sink.satisfied(key, items, patched, self._clock() - started)
-        except Exception:  # noqa: BLE001 - a sink bug must not kill the scheduler
-            log.exception("refresh bookkeeping failed", extra={"warehouse": str(key)})
+        except Exception as exc:
+            # A bug: fail the scheduler (and so the service) instead of guessing an
+            # outcome; the items stay claimed and unsatisfied, redone after restart.
+            log.exception("refresh failed unexpectedly", extra={"warehouse": str(key)})
+            if self._fatal is None:
+                self._fatal = exc
         finally:
             self._sem.release()
             self._wake.set()

@@ -3,9 +3,10 @@
 A refresh is a JSON merge patch of
 ``metadata.annotations["kargo.akuity.io/refresh"]`` to an RFC 3339 timestamp
 with nanoseconds, unique per patch (strictly increasing within a process), so
-Kargo's controller always sees a new value. Errors arrive already classified
-(:class:`pushrelay.infra.kube.errors.KubeError`); :func:`outcome_of` turns them into
-what the refresher does: retry, drop, or dead-letter.
+Kargo's controller always sees a new value. API errors arrive already
+translated (:class:`pushrelay.infra.kube.errors.KubeError`); :func:`outcome_of`
+turns them into what the refresher does: retry, drop, or dead-letter
+(docs/contracts.md, "Refresher"). Any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.events import WarehouseRef
 from pushrelay.infra.kube.client import merge_patch
-from pushrelay.infra.kube.errors import Action, KubeError, classify
+from pushrelay.infra.kube.errors import Action, KubeError
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 
@@ -106,12 +107,13 @@ def retry_reason(error: KubeError) -> str:
 
 
 def refine_not_found(error: KubeError, ref: WarehouseRef) -> KubeError:
-    """A 404 drops the requests only when it says *this Warehouse* is not found.
+    """A 404 drops the requests only when its ``Status`` says *this Warehouse* is
+    not found (reason ``NotFound``, ``details.name`` the Warehouse's).
 
     A 404 for the resource type itself ("404 page not found": the CRD is not
     served, e.g. for a moment while an API server starts) is transient.
     """
-    if error.action is Action.DROP and f'"{ref.name}" not found' not in error.reason:
+    if error.action is Action.DROP and not error.is_not_found(ref.name):
         return KubeError(Action.RETRY, f"resource not served: {error.reason}", error.status,
                          error.retry_after)
     return error
@@ -128,7 +130,12 @@ class Patcher:
         self._stamper = stamper or Stamper()
 
     async def refresh(self, ref: WarehouseRef) -> Patched:
-        """Patch the refresh annotation once; errors are :class:`KubeError`."""
+        """Patch the refresh annotation once.
+
+        API failures raise :class:`KubeError`; any other exception is a bug and
+        propagates (the request is then retried after a restart, never
+        dead-lettered).
+        """
         problem = invalid_ref(ref)
         if problem is not None:
             raise KubeError(Action.REJECT, problem)  # dead-lettered, never retried
@@ -141,7 +148,10 @@ class Patcher:
                 )
         except TimeoutError as exc:
             raise KubeError(Action.RETRY, f"timeout: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - translated once, here
-            raise refine_not_found(classify(exc), ref) from exc
+        except KubeError as exc:
+            refined = refine_not_found(exc, ref)
+            if refined is exc:
+                raise
+            raise refined from exc
         meta = obj.get("metadata") or {}
         return Patched(value, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))

@@ -17,7 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pushrelay.core.events import Cause, DeadLetter, RefreshRequest, WarehouseRef
 from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.kube.errors import classify
+from pushrelay.infra.kube.errors import translate
 from refresher.bucket import TokenBucket
 from refresher.engine import Engine, Item
 from refresher.patcher import Patched, Stamper
@@ -36,7 +36,7 @@ async def eventually(predicate: Callable[[], Any], within: float = 5.0) -> Any:
 def api_error(status: int, retry_after: str | None = None) -> Exception:
     exc = ApiException(status=status, reason="scripted")
     exc.headers = {"Retry-After": retry_after} if retry_after else {}  # type: ignore[assignment]
-    return classify(exc)
+    return translate(exc)
 
 
 def retried_429() -> float:
@@ -232,3 +232,20 @@ def test_event_message_names_repo_tags_delivery_newest_first() -> None:
     assert text.startswith("Refreshed for push to quay.io/acme/app tags [v1] (delivery d5); ")
     assert text.endswith("; and 3 more pushes")
     assert "(+2 more)" in event_message([cause("d", [f"t{i}" for i in range(7)])])
+
+
+async def test_a_bug_in_the_patch_path_fails_the_engine_and_dead_letters_nothing(
+        h: Harness) -> None:
+    """An exception that is not an API error is our bug: never an outcome.
+
+    The scheduler task fails with it (the service watching it crashes and is
+    restarted), nothing is dead-lettered, and the request stays unsatisfied, so
+    its offset is not committed and it is consumed and patched again after the
+    restart (tests/integration/test_refresher_service.py shows the restart)."""
+    h.kube.errors["ns/a"] = [TypeError("a bug in our patch code")]
+    h.submit("ns/a")
+    with pytest.raises(TypeError):
+        async with asyncio.timeout(10):
+            await asyncio.shield(h.task)
+    assert h.letters == [] and h.reporter.dead_lettered == 0
+    assert h.marks.outstanding() == 1 and h.marks.committable(0) == 0

@@ -6,10 +6,11 @@ import re
 from datetime import UTC, datetime
 
 import aiohttp
+import orjson
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from pushrelay.infra.kube.errors import classify
+from pushrelay.infra.kube.errors import KubeError, from_response, translate, translated
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION
 from refresher.patcher import (
     Outcome,
@@ -64,35 +65,55 @@ def api_error(status: int, retry_after: str | None = None) -> ApiException:
     (401, Outcome.REJECT, None),
 ])
 def test_outcomes(status: int, outcome: Outcome, reason: str | None) -> None:
-    error = classify(api_error(status))
+    error = translate(api_error(status))
     assert outcome_of(error) is outcome
     if reason is not None:
         assert retry_reason(error) == reason
 
 
 def test_transport_errors_retry() -> None:
-    refused = classify(aiohttp.ClientConnectionError("connection refused"))
+    refused = translate(aiohttp.ClientConnectionError("connection refused"))
     assert outcome_of(refused) is Outcome.RETRY
     assert retry_reason(refused) == "connection"
-    timeout = classify(TimeoutError())
+    timeout = translate(TimeoutError())
     assert outcome_of(timeout) is Outcome.RETRY
     assert retry_reason(timeout) == "timeout"
 
 
 def test_retry_after_is_read() -> None:
-    assert classify(api_error(429, "3")).retry_after == 3.0
+    assert translate(api_error(429, "3")).retry_after == 3.0
+
+
+def not_found(name: str) -> bytes:
+    return orjson.dumps({"kind": "Status", "status": "Failure", "code": 404,
+                         "reason": "NotFound", "message": f'warehouses "{name}" not found',
+                         "details": {"name": name, "kind": "warehouses"}})
 
 
 def test_404_drops_only_when_the_warehouse_itself_is_not_found() -> None:
     from pushrelay.core.events import WarehouseRef
 
     ref = WarehouseRef(namespace="ns", name="app")
-    gone = classify(ApiException(status=404, reason='warehouses.kargo.akuity.io "app" not found'))
+    gone = from_response(404, not_found("app"))
     assert outcome_of(refine_not_found(gone, ref)) is Outcome.DROP
+    # decided by the Status, not its text: another object's NotFound is not this one's
+    other = from_response(404, not_found("other"))
+    assert outcome_of(refine_not_found(other, ref)) is Outcome.RETRY
     # the resource type is not served (CRD missing, API server starting): transient
-    unserved = classify(ApiException(status=404, reason="404 page not found"))
+    unserved = from_response(404, b"404 page not found")
     refined = refine_not_found(unserved, ref)
     assert outcome_of(refined) is Outcome.RETRY
     assert retry_reason(refined) == "not-served"
-    forbidden = classify(ApiException(status=403, reason="forbidden"))
+    forbidden = translate(ApiException(status=403, reason="forbidden"))
     assert refine_not_found(forbidden, ref) is forbidden
+
+
+def test_only_api_and_transport_errors_are_translated() -> None:
+    """A bug (ours or a library's) is never mistaken for an API answer."""
+    with pytest.raises(TypeError):
+        translate(ValueError("a bug"))
+    with pytest.raises(KeyError), translated():
+        raise KeyError("a bug")
+    with pytest.raises(KubeError) as caught, translated():
+        raise aiohttp.ServerDisconnectedError()
+    assert outcome_of(caught.value) is Outcome.RETRY

@@ -1,8 +1,10 @@
 """Kubernetes access: one client factory, errors translated once, informers."""
 
 from pushrelay.infra.kube.errors import (
+    Action,
     KubeError,
-    classify,
+    translate,
+    translated,
 )
 from pushrelay.infra.kube.resources import (
     CLUSTER_CONFIG,
@@ -23,7 +25,9 @@ __all__ = [
     "SECRET",
     "VERSION",
     "WAREHOUSE",
+    "Action",
     "KubeError",
     "Resource",
-    "classify",
+    "translate",
+    "translated",
 ]

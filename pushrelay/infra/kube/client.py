@@ -12,10 +12,9 @@ import orjson
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 from yarl import URL
 
-from pushrelay.infra.kube.errors import classify
+from pushrelay.infra.kube.errors import from_response, translated
 from pushrelay.infra.kube.resources import Resource
 
 
@@ -105,31 +104,20 @@ async def request_json(
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
     request_timeout: float = 10.0,
 ) -> dict[str, Any]:
-    """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
-    try:
+    """A raw REST call returning the decoded JSON body.
+
+    A non-2xx answer, a timeout or a connection failure raises
+    :class:`~pushrelay.infra.kube.errors.KubeError`; anything else propagates.
+    """
+    with translated():
         status, raw, headers = await raw_request(
             api, method, path, body=body, content_type=content_type, query=query,
             request_timeout=request_timeout,
         )
-    except Exception as exc:  # noqa: BLE001 - translated, not swallowed
-        raise classify(exc) from exc
     if not 200 <= status <= 299:
-        error = ApiException(status=status, reason=_status_message(raw))
-        error.headers = headers
-        error.body = raw
-        raise classify(error)
+        raise from_response(status, raw, headers)
     data: dict[str, Any] = orjson.loads(raw) if raw else {}
     return data
-
-
-def _status_message(raw: bytes) -> str:
-    try:
-        status = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw[:200].decode(errors="replace")
-    if isinstance(status, dict):
-        return str(status.get("message") or status.get("reason") or "")[:500]
-    return ""
 
 
 async def list_objects(

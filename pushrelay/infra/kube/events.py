@@ -33,7 +33,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.infra import metrics
 from pushrelay.infra.kube.client import merge_patch, request_json
-from pushrelay.infra.kube.errors import Action, classify
+from pushrelay.infra.kube.errors import Action, KubeError
 from pushrelay.infra.kube.resources import EVENT, Resource
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ class EventRecorder:
                 continue
             try:
                 await self._write(key, entry)
-            except Exception as exc:  # noqa: BLE001 - events are best effort, logged
-                error = classify(exc)
+            except KubeError as error:  # events are best effort: logged
                 self._due.pop(key, None)  # (it may have been evicted meanwhile)
                 if error.action is Action.RETRY:
                     self._due[key] = None  # again at a later flush, behind the others
@@ -213,8 +212,8 @@ class EventRecorder:
                 await request_json(
                     self._api, "POST", EVENT.path(entry.ref.namespace), body=body
                 )
-            except Exception as exc:  # noqa: BLE001 - 409: another replica made it
-                if classify(exc).status != 409:
+            except KubeError as exc:  # 409: another replica made it
+                if exc.status != 409:
                     raise
                 entry.created = True
                 await self._write(key, entry)

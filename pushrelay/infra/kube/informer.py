@@ -20,7 +20,7 @@ import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.infra.kube.client import list_objects
-from pushrelay.infra.kube.errors import Action, KubeError, classify
+from pushrelay.infra.kube.errors import Action, KubeError, translated
 from pushrelay.infra.kube.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,7 @@ class Informer:
                 failures = 0
                 while True:
                     version = await self._watch(version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                error = classify(exc)
+            except KubeError as error:
                 self.last_error = error.reason
                 if error.action is Action.RELIST:
                     log.info("%s watch expired; listing again", self.resource.plural)
@@ -144,14 +141,12 @@ class Informer:
             query.append(("resourceVersion", version))
         if self._label_selector:
             query.append(("labelSelector", self._label_selector))
-        try:
+        with translated():
             response = await self._api.call_api(
                 self.resource.path(self._namespace), "GET", query_params=query,
                 header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
                 _preload_content=False, _request_timeout=self._watch_seconds + 30,
             )
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise classify(exc) from exc
         try:
             if response.status != 200:
                 raise KubeError(
@@ -159,12 +154,13 @@ class Informer:
                     f"watch answered {response.status}", response.status,
                 )
             buffer = b""
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        version = self._apply(orjson.loads(line), version)
+            with translated():  # the stream breaking off mid-way
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            version = self._apply(_event(line), version)
             return version
         finally:
             response.release()
@@ -194,6 +190,17 @@ class Informer:
             self.store[key] = obj
             self._emit("MODIFIED" if existed else "ADDED", obj)
         return new_version
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    """One watch event; a line that is not a JSON object means the stream broke."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise KubeError(Action.RETRY, f"malformed watch event: {exc}") from exc
+    if not isinstance(event, dict):
+        raise KubeError(Action.RETRY, "malformed watch event: not an object")
+    return event
 
 
 def _version(obj: dict[str, Any]) -> str:
