@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml devstack/pyproject.toml
 demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
-## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
+## Everything CI checks: lint, types, the import contract, dependency audit, unit and integration tests on real services.
 test: install lint audit
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -33,6 +33,7 @@ integration: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m bench $(ARGS)

@@ -14,7 +14,7 @@ Kafka) and runs both here, on the bench devstack's 10,000 Warehouses
 * baseline, same run: bench/passthrough.py consumes the same events with the
   same consumer, producer and batch settings and relays each unchanged: Kafka
   in and out with no routing.
-* CPU ceiling: the router's ``_route_batch`` (decode, route, encode) in this
+* CPU ceiling: the router's ``route_batch`` (decode, route, encode) in this
   process on an index of 10,000 Warehouses, no Kafka (the unit test's set-up).
 """
 
@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import profiling
@@ -34,9 +33,11 @@ from bench.common import Context, Section, ServiceProc, ratio, say
 from bench.layout import INDEX_PREFIX, REPOS, ensure_index
 from bench.load import now
 from pushrelay.core.events import PushEvent, Scope, encode
+from pushrelay.core.matching import WarehouseIndex
 from pushrelay.core.normalize import repo_urls
 from pushrelay.infra.bus import ensure_topics, new_producer
 from pushrelay.infra.settings import RouterSettings
+from router.routing import route_batch
 
 CLUSTER_SHARE = 10  # every 10th event is cluster-scoped
 
@@ -156,34 +157,47 @@ async def _measure(ctx: Context, proc: ServiceProc, counter: Counter, expected: 
             "rss_mib": peak / 1024, "hwm_mib": hwm / 1024, "cpu_s": cpu, "exit": code}
 
 
-def cpu_ceiling() -> dict[str, float] | None:
-    """The router engineer's in-process set-up (tests/unit/test_router_perf.py)."""
-    from aiokafka import TopicPartition
+#: The CPU-ceiling index: as tests/unit/test_router_perf.py, through public APIs only.
+CEILING_WAREHOUSES = 10_000
+CEILING_REPOS = 1000
 
-    try:  # by name: the tests are not part of the type-checked packages
-        perf = importlib.import_module("tests.unit.test_router_perf")
-        record = importlib.import_module("tests.unit.test_router_service").record
-        build, WAREHOUSES, T_REPOS = perf.build, perf.WAREHOUSES, perf.REPOS  # noqa: N806
-    except (ImportError, AttributeError) as exc:
-        say(f"router CPU ceiling skipped: {exc}")
-        return None
+
+def ceiling_index() -> WarehouseIndex:
+    index = WarehouseIndex()
+    for j in range(CEILING_WAREHOUSES):
+        index.upsert({
+            "metadata": {"namespace": f"ns{j // 100}", "name": f"w{j}", "uid": str(j),
+                         "generation": 1},
+            "spec": {"subscriptions": [
+                {"image": {"repoURL": f"quay.io/bench/repo{j % CEILING_REPOS}",
+                           "constraint": "^1.0.0"}},
+                {"git": {"repoURL": f"https://git.example.com/{j}.git"}}]}})
+    return index
+
+
+def cpu_ceiling() -> dict[str, float] | None:
+    """Routing alone (decode, route, encode) with 10,000 Warehouses indexed, in process."""
     started = time.perf_counter()
-    svc = build()
+    index = ceiling_index()
     built = time.perf_counter() - started
-    raw = []
+    records = []
     for i in range(5000):
-        j = (i * 7919) % WAREHOUSES
-        repo = f"quay.io/bench/repo{j % T_REPOS}"
-        raw.append(encode(PushEvent(repository=repo, repo_urls=[repo], tags=["v1.2.3"],
-                                    scope=Scope(project=f"ns{j // 100}"))))
-    records = [record(v, i) for i, v in enumerate(raw)]
+        j = (i * 7919) % CEILING_WAREHOUSES
+        repo = f"quay.io/bench/repo{j % CEILING_REPOS}"
+        value = encode(PushEvent(repository=repo, repo_urls=[repo], tags=["v1.2.3"],
+                                 scope=Scope(project=f"ns{j // 100}")))
+        records.append(ConsumerRecord(
+            topic="t", partition=0, offset=i, timestamp=0, timestamp_type=0, key=b"k",
+            value=value, checksum=None, serialized_key_size=1,
+            serialized_value_size=len(value), headers=()))
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        out = svc._route_batch({TopicPartition("t", 0): records})
+        out, _ = route_batch(index, records)
         best = min(best, time.perf_counter() - started)
-    assert len(out) == len(raw)
-    return {"events_per_s": len(raw) / best, "build_s": built, "warehouses": WAREHOUSES}
+    assert len(out) == len(records)
+    return {"events_per_s": len(records) / best, "build_s": built,
+            "warehouses": CEILING_WAREHOUSES}
 
 
 async def run(ctx: Context, section: Section) -> None:

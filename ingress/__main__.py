@@ -1,3 +1,7 @@
-from pushrelay.cli.services import main_for
+import sys
 
-main_for("ingress")
+from ingress.service import create
+from pushrelay.infra.runtime import run_services
+from pushrelay.infra.settings import Settings, load_settings
+
+sys.exit(run_services([create], load_settings(Settings)))

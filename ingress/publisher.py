@@ -49,8 +49,9 @@ class KafkaPublisher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="ingress:kafka")
 
-    async def stop(self) -> None:
-        """Stop probing, then flush and close the producer (within the shutdown budget)."""
+    async def stop(self, within: float | None = None) -> None:
+        """Stop probing, then flush and close the producer within ``within`` seconds
+        (default: half the shutdown budget)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -59,7 +60,8 @@ class KafkaPublisher:
         self.connected = False
         if producer is not None:
             try:
-                async with asyncio.timeout(self._settings.shutdown_timeout / 2):
+                async with asyncio.timeout(
+                        self._settings.shutdown_timeout / 2 if within is None else within):
                     await producer.stop()
             except TimeoutError:
                 log.warning("Kafka producer did not flush in time")

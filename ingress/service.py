@@ -4,7 +4,9 @@
 informers and the (background) Kafka connection, and listens at once (``/readyz``
 says when receivers are loaded and the producer is connected). ``stop()`` stops
 accepting, lets in-flight requests finish, flushes the producer, then stops the
-informers; it is idempotent. The bound port is :attr:`IngressService.port`.
+informers, within the one shutdown budget; the lifecycle is
+:class:`pushrelay.infra.lifecycle.ServiceBase`'s. The bound port is
+:attr:`IngressService.port`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pushrelay.core.receivers import Receiver
 from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all
 from pushrelay.infra.runtime import Service
 from pushrelay.infra.settings import IngressSettings
 
@@ -35,13 +38,16 @@ KEEPALIVE_TIMEOUT = 75.0
 LINGERING_TIME = 2.0
 
 
-class IngressService:
+class IngressService(ServiceBase):
     name = "ingress"
+    #: The ingress serves /healthz, /readyz and /metrics on its health port for
+    #: every service in the process (the runtime starts no HealthServer).
+    serves_health = True
 
     def __init__(self, settings: IngressSettings,
                  health_services: Sequence[Service] | None = None) -> None:
+        super().__init__(settings.shutdown_timeout)
         self.settings = settings
-        self.crashed = asyncio.Event()
         self.port: int | None = None
         self.registry = ReceiverRegistry(settings)
         self.publisher = KafkaPublisher(settings)
@@ -50,12 +56,11 @@ class IngressService:
                                       on_delivery=self._on_delivery)
         self.deliveries = DeliveryLog(lambda: self.publisher.producer, settings)
         # all-in-one passes a list it fills later: keep the very same object.
-        self._health = health_services if health_services is not None else [self]
+        self._health: Sequence[Service] = (
+            health_services if health_services is not None else [self])
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self._runner: web.AppRunner | None = None
-        self._started = False
-        self._stop_lock = asyncio.Lock()
 
     def _on_delivery(self, fact: DeliveryFact, receiver: Receiver) -> None:
         """Record the outcome for `pushrelay deliveries` and as an Event on the config."""
@@ -80,21 +85,9 @@ class IngressService:
     def on_delivery(self, hook: OnDelivery) -> None:
         self.handler.on_delivery = hook
 
-    def readiness(self) -> str | None:
-        if not self._started:
-            return "not started"
+    def _readiness(self) -> str | None:
         reasons = [r for r in (self.registry.readiness(), self.publisher.readiness()) if r]
         return "; ".join(reasons) or None
-
-    async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _start(self) -> None:
         settings = self.settings
@@ -106,7 +99,7 @@ class IngressService:
         await self.deliveries.start()
         for task in (self.registry.task, self.publisher.task):
             if task is not None:
-                task.add_done_callback(self._watch_task)
+                self.watch(task)
         app = build_app(settings, self.handler, self._health)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=LINGERING_TIME + 1,
                                      keepalive_timeout=KEEPALIVE_TIMEOUT,
@@ -120,12 +113,6 @@ class IngressService:
         log.info("ingress listening", extra={
             "host": settings.ingress_host, "port": self.port, "tls": bool(settings.tls_cert)})
 
-    def _drain_time(self) -> float:
-        """In-flight requests get what they can need: a slow body plus a publish."""
-        settings = self.settings
-        return min(settings.read_timeout + settings.publish_timeout + 1.0,
-                   settings.shutdown_timeout * 0.6)
-
     def _ssl_context(self) -> ssl.SSLContext | None:
         cert, key = self.settings.tls_cert, self.settings.tls_key
         if not cert:
@@ -135,33 +122,32 @@ class IngressService:
         context.load_cert_chain(cert, key or None)
         return context
 
-    def _watch_task(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            log.error("ingress task died", exc_info=error, extra={"task": task.get_name()})
-            self.crashed.set()
-
-    async def stop(self) -> None:
-        async with self._stop_lock:
-            runner, self._runner = self._runner, None
-            if runner is not None:
-                for site in list(runner.sites):
-                    await site.stop()  # stop accepting connections
-                self.handler.draining = True
-                if not await self.handler.drained(self._drain_time()):
-                    log.warning("requests still in flight at shutdown; cancelling them")
-                await runner.cleanup()  # close idle connections, cancel leftovers
-            await self.deliveries.stop()
-            await self.publisher.stop()  # flush
-            await self.registry.stop()
-            recorder, self._recorder = self._recorder, None
-            if recorder is not None:
-                await recorder.stop()
-            api, self._api = self._api, None
-            if api is not None:
-                await api.close()
+    async def _stop(self, deadline: Deadline) -> None:
+        """Stop accepting; in-flight requests get what they can need (a slow body
+        plus a publish, at most 60% of the budget); then flush delivery facts,
+        the producer (half of what is left), stop the informers, Events, close."""
+        settings = self.settings
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()  # stop accepting connections
+            self.handler.draining = True
+            drain = deadline.share(0.6, at_most=settings.read_timeout
+                                   + settings.publish_timeout + 1.0)
+            if not await self.handler.drained(drain):
+                log.warning("requests still in flight at shutdown; cancelling them")
+            await runner.cleanup()  # close idle connections, cancel leftovers
+        try:
+            async with asyncio.timeout(deadline.share(0.2)):
+                await self.deliveries.stop()
+        except TimeoutError:
+            log.warning("delivery facts not flushed before shutdown")
+        await self.publisher.stop(within=deadline.share(0.5))  # flush
+        await close_all(
+            ("the receiver informers", self.registry.stop),
+            ("the Event recorder", self._recorder.stop if self._recorder else None),
+            ("the Kubernetes client", self._api.close if self._api else None),
+            within=deadline.remaining())
 
 
 def create(settings: IngressSettings,

@@ -6,9 +6,10 @@ dead-lettered. A commit task commits each partition up to its lowest request
 not yet satisfied. On a rebalance the revoked partitions are committed and
 their pending requests forgotten (the next owner consumes them again).
 
-Graceful stop: stop fetching, let in-flight patches finish (within 40% of the
-shutdown budget; requests still waiting for their trailing window are handed
-back uncommitted), commit the watermark, flush Events, close.
+Graceful stop (:meth:`RefresherService._stop`): stop fetching, let in-flight
+patches finish, hand back requests still waiting for their trailing window
+uncommitted, commit the watermark, flush Events, close — all within the one
+shutdown budget the runtime hands over.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pushrelay.infra.bus import (
 from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all
 from pushrelay.infra.runtime import Service
 from pushrelay.infra.settings import RefresherSettings
 from refresher.bucket import TokenBucket
@@ -59,15 +61,15 @@ class _Rebalance(ConsumerRebalanceListener):
         self._service.assign(set(assigned))
 
 
-class RefresherService:
+class RefresherService(ServiceBase):
     name = "refresher"
 
     def __init__(
         self, settings: RefresherSettings, *, commit_interval: float = 1.0,
         event_interval: float = 5.0, patch_timeout: float = 10.0,
     ) -> None:
+        super().__init__(settings.shutdown_timeout)
         self.settings = settings
-        self.crashed = asyncio.Event()
         self._concurrency = settings.refresh_concurrency
         self._max_outstanding = settings.refresh_max_outstanding
         self._commit_interval = commit_interval
@@ -82,19 +84,9 @@ class RefresherService:
         self._deliveries: DeliveryLog | None = None
         self.reporter: Reporter | None = None
         self.engine: Engine | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._running = False
-        self._stop_lock = asyncio.Lock()
-        self._stopped = False
+        self._consuming: asyncio.Task[None] | None = None
 
     # ---- lifecycle -----------------------------------------------------------
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-
     async def _start(self) -> None:
         s = self.settings
         await ensure_topics(s)
@@ -114,72 +106,44 @@ class RefresherService:
             sink=self.reporter, interval=s.refresh_min_interval, bucket=self.bucket,
             backoff=Backoff(max_delay=s.refresh_max_backoff), concurrency=self._concurrency,
         )
-        self._own(self.engine.start())
+        self.watch(self.engine.start())
         self._consumer = new_consumer(s, s.refresh_topic, s.refresher_group)
         self._consumer.subscribe([s.refresh_topic], listener=_Rebalance(self))
         await self._consumer.start()
-        self._own(asyncio.create_task(self._consume(), name="refresher:consume"))
-        self._own(asyncio.create_task(self._commit_loop(), name="refresher:commit"))
-        self._running = True
+        self._consuming = self.supervise(self._consume(), "refresher:consume")
+        self.supervise(self._commit_loop(), "refresher:commit")
         log.info("refresher started", extra={
             "topic": s.refresh_topic, "group": s.refresher_group, "qps": s.refresh_qps,
             "burst": s.refresh_burst, "min_interval": s.refresh_min_interval})
 
-    async def stop(self) -> None:
-        async with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._running = False
-            await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        budget = self.settings.shutdown_timeout
-        consume = [t for t in self._tasks if t.get_name() == "refresher:consume"]
-        await _cancel(consume)  # 1. stop fetching
+    async def _stop(self, deadline: Deadline) -> None:
+        """Stop fetching; finish in-flight patches (40% of the budget) and hand back
+        the rest uncommitted; commit the watermark (a quarter of what is left);
+        flush Events and delivery facts; close the clients."""
+        if self._consuming is not None:  # 1. stop fetching
+            self._consuming.cancel()
+            await asyncio.gather(self._consuming, return_exceptions=True)
         if self.engine is not None:  # 2. finish in-flight patches, hand back the rest
-            cancelled = await self.engine.stop(drain_timeout=budget * 0.4)
+            cancelled = await self.engine.stop(drain_timeout=deadline.share(0.4))
             if cancelled:
                 log.warning("patches cancelled at shutdown; they will be redone",
                             extra={"cancelled": cancelled})
-        await _cancel(self._tasks)
         if self._consumer is not None:  # 3. commit the watermark
-            await self._commit()
-        flushers = (("events", self._recorder, 0.25), ("delivery facts", self._deliveries, 0.1))
-        for what, flusher, share in flushers:
+            await self._commit(within=deadline.share(0.25))
+        for what, flusher, share in (("events", self._recorder, 0.4),
+                                     ("delivery facts", self._deliveries, 0.3)):
             if flusher is not None:  # 4. flush Events and delivery facts (best effort)
                 try:
-                    async with asyncio.timeout(budget * share):
+                    async with asyncio.timeout(deadline.share(share)):
                         await flusher.stop()
                 except TimeoutError:
                     log.warning("%s not flushed before shutdown", what)
-        for closer in (self._consumer, self._producer):
-            if closer is not None:
-                try:
-                    await closer.stop()
-                except Exception:  # noqa: BLE001 - closing anyway
-                    log.exception("error closing a Kafka client")
-        if self._api is not None:
-            await self._api.close()
+        await close_all(
+            ("the Kafka consumer", self._consumer.stop if self._consumer else None),
+            ("the Kafka producer", self._producer.stop if self._producer else None),
+            ("the Kubernetes client", self._api.close if self._api else None),
+            within=deadline.remaining())
         log.info("refresher stopped", extra={"outstanding": self.marks.outstanding()})
-
-    def readiness(self) -> str | None:
-        if self._stopped:
-            return "stopping"
-        if not self._running:
-            return "starting"
-        return None
-
-    def _own(self, task: asyncio.Task[None]) -> None:
-        self._tasks.append(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stopped:
-            return
-        exc = task.exception()
-        log.error("background task ended", exc_info=exc, extra={"task": task.get_name()})
-        self.crashed.set()
 
     # ---- consuming -----------------------------------------------------------
     async def _consume(self) -> None:
@@ -233,13 +197,15 @@ class RefresherService:
             await asyncio.sleep(self._commit_interval)
             await self._commit()
 
-    async def _commit(self, partitions: Sequence[TopicPartition] | None = None) -> None:
+    async def _commit(self, partitions: Sequence[TopicPartition] | None = None,
+                      within: float | None = None) -> None:
         assert self._consumer is not None
         offsets = self.marks.to_commit(partitions)
         if not offsets:
             return
+        bound = watchdog_timeout(self.settings)
         try:
-            async with asyncio.timeout(watchdog_timeout(self.settings)):
+            async with asyncio.timeout(bound if within is None else min(within, bound)):
                 await self._consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - the next commit catches up (timeouts too)
             log.warning("offset commit failed", extra={"error": f"{exc!r}"})
@@ -260,12 +226,6 @@ class RefresherService:
         for tp in assigned:
             self.marks.assign(tp)
         log.info("partitions assigned", extra={"partitions": sorted(str(t) for t in assigned)})
-
-
-async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def create(settings: RefresherSettings, health_services: Sequence[Service] | None = None,

@@ -1,7 +1,7 @@
-"""The router service: push events in, refresh requests out (SPEC sections 5, 6).
+"""The router service: push events in, refresh requests out (docs/router.md).
 
-One loop, batch by batch: ``getmany`` → route every record against the live
-Warehouse index → send the refresh requests and dead letters → wait for every
+One loop, batch by batch: ``getmany`` → :func:`router.routing.route_batch`
+against the live Warehouse index → send the refresh requests and dead letters → wait for every
 broker ack → mark the batch's offsets done. Done offsets are committed at most
 every ``COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
 rebalance and at shutdown): a commit per batch was one broker write per few
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -33,19 +32,10 @@ from aiokafka.errors import (
 )
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.core.events import (
-    Cause,
-    InvalidEvent,
-    PushEvent,
-    RefreshRequest,
-    WarehouseRef,
-    decode_push,
-    encode,
-    new_id,
-    now,
-)
-from pushrelay.core.matching import Compiler, event_urls, route
+from pushrelay.core.events import encode
+from pushrelay.core.matching import Compiler
 from pushrelay.infra import metrics
+from pushrelay.infra.backoff import Backoff
 from pushrelay.infra.bus import (
     dead_letter_for,
     ensure_topics,
@@ -56,28 +46,19 @@ from pushrelay.infra.bus import (
 from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
+from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all
 from pushrelay.infra.runtime import Service
 from pushrelay.infra.settings import RouterSettings
 from router.index import LiveIndex
+from router.routing import STAGE, Outgoing, route_batch
 
 log = logging.getLogger(__name__)
 
-STAGE = "router"
 POLL_MS = 250
 COMMIT_INTERVAL = 1.0  # s
 BATCH_RECORDS = 1000
-#: Tags carried in one refresh request's cause (the rest only make it bigger).
-MAX_CAUSE_TAGS = 100
-#: Warehouse names kept in one delivery fact ("matched N" still counts them all).
-MAX_FACT_WAREHOUSES = 1000
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    topic: str
-    value: bytes
-    key: bytes
-    dead_letter: bool
+#: Retries of unacknowledged sends (jittered, 0.1 s doubling up to 5 s).
+SEND_BACKOFF = Backoff(base=0.1, max_delay=5.0)
 
 
 class _Handoff(ConsumerRebalanceListener):
@@ -94,12 +75,12 @@ class _Handoff(ConsumerRebalanceListener):
                  extra={"partitions": sorted(tp.partition for tp in assigned)})
 
 
-class RouterService:
+class RouterService(ServiceBase):
     name = "router"
 
     def __init__(self, settings: RouterSettings, *, compiler: Compiler | None = None) -> None:
+        super().__init__(settings.shutdown_timeout)
         self.settings = settings
-        self.crashed = asyncio.Event()
         self._compiler = compiler
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -111,16 +92,15 @@ class RouterService:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._deliveries: DeliveryLog | None = None
-        self._facts: list[DeliveryFact] = []  # of the batch in flight
         self._done: dict[TopicPartition, int] = {}  # durable, not yet committed
         self._commit_due = 0.0  # loop time of the next periodic commit
         self._task: asyncio.Task[None] | None = None
-        self._shutdown: asyncio.Task[None] | None = None
+        self._final_commit = settings.shutdown_timeout / 4  # set from the deadline by _stop
         self.events = 0  # push events consumed (valid or not)
         self.requests = 0  # refresh requests acknowledged
         self.dead_letters = 0  # dead letters acknowledged
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         await ensure_topics(self.settings)
         self._api = await new_api_client(self.settings.kubeconfig)
         self._recorder = EventRecorder(self._api, "pushrelay-router",
@@ -132,9 +112,9 @@ class RouterService:
         await self._producer.start()
         self._deliveries = DeliveryLog(self._producer, self.settings)
         await self._deliveries.start()
-        self._task = asyncio.create_task(self._run(), name="router:consume")
+        self._task = self.supervise(self._run(), "router:consume")
 
-    def readiness(self) -> str | None:
+    def _readiness(self) -> str | None:
         if self.live is None or not self.live.synced.is_set():
             error = self.live.last_error if self.live is not None else None
             return "warehouse index not synced" + (f": {error}" if error else "")
@@ -142,53 +122,53 @@ class RouterService:
             return "consumer not started"
         return None
 
-    async def stop(self) -> None:
-        if self._shutdown is None:
-            self._shutdown = asyncio.create_task(self._stop(), name="router:stop")
-        await asyncio.shield(self._shutdown)
-
-    async def _stop(self) -> None:
+    async def _stop(self, deadline: Deadline) -> None:
+        """Let the batch in flight finish and commit (half of the budget, the final
+        commit a quarter of that), flush delivery facts, close everything."""
         self._stopping.set()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._final_commit = deadline.share(0.5 / 4)
+            try:
+                async with asyncio.timeout(deadline.share(0.5)):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                log.warning("batch still in flight at shutdown; it stays uncommitted")
+            except Exception:  # noqa: BLE001, S110 - the supervisor reported it already
+                pass
         if self._deliveries is not None:
-            await self._deliveries.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self.live is not None:
-            await self.live.stop()
-        if self._recorder is not None:
-            await self._recorder.stop()
-        if self._api is not None:
-            await self._api.close()
+            try:
+                async with asyncio.timeout(deadline.share(0.3)):
+                    await self._deliveries.stop()
+            except TimeoutError:
+                log.warning("delivery facts not flushed before shutdown")
+        await close_all(
+            ("the Kafka producer", self._producer.stop if self._producer else None),
+            ("the Warehouse informer", self.live.stop if self.live else None),
+            ("the Event recorder", self._recorder.stop if self._recorder else None),
+            ("the Kubernetes client", self._api.close if self._api else None),
+            within=deadline.remaining())
 
     async def _run(self) -> None:
+        assert self.live is not None
+        synced = asyncio.create_task(self.live.synced.wait())
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (synced, stopping):
+            waiter.cancel()
+        await asyncio.gather(synced, stopping, return_exceptions=True)
+        if self._stopping.is_set():
+            return
+        self._consumer = new_consumer(
+            self.settings, self.settings.push_topic, self.settings.router_group,
+            client_id="pushrelay-router",
+        )
+        self._consumer.subscribe([self.settings.push_topic],
+                                 listener=_Handoff(self._commit_done))
+        await self._consumer.start()
         try:
-            assert self.live is not None
-            synced = asyncio.create_task(self.live.synced.wait())
-            stopping = asyncio.create_task(self._stopping.wait())
-            await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in (synced, stopping):
-                waiter.cancel()
-            await asyncio.gather(synced, stopping, return_exceptions=True)
-            if self._stopping.is_set():
-                return
-            self._consumer = new_consumer(
-                self.settings, self.settings.push_topic, self.settings.router_group,
-                client_id="pushrelay-router",
-            )
-            self._consumer.subscribe([self.settings.push_topic],
-                                     listener=_Handoff(self._commit_done))
-            await self._consumer.start()
-            try:
-                await self._consume(self._consumer)
-            finally:
-                await self._consumer.stop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("router crashed")
-            self.crashed.set()
+            await self._consume(self._consumer)
+        finally:
+            await self._consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         loop = asyncio.get_running_loop()
@@ -196,17 +176,17 @@ class RouterService:
             batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
             async with self._lock:
                 if batch:
-                    self._facts = []
-                    if not await self._deliver(self._route_batch(batch)):
+                    out, facts = self._route(batch)
+                    if not await self._deliver(out):
                         break  # stopping: the batch stays uncommitted
                     self._done.update({tp: records[-1].offset + 1
                                        for tp, records in batch.items() if records})
-                    self._record_facts()
+                    self._record_facts(facts)
                 if self._done and (not batch or loop.time() >= self._commit_due):
                     await self._commit(consumer)
         # Stopping: commit what is done, within a share of the shutdown budget (Kafka
         # may be the reason the last batch could not be delivered).
-        await self._commit_done(self.settings.shutdown_timeout / 4)
+        await self._commit_done(self._final_commit)
 
     async def _commit_done(self, within: float | None = None) -> None:
         """Wait for the batch in flight, then commit every done offset."""
@@ -214,77 +194,31 @@ class RouterService:
             if self._consumer is not None:
                 await self._commit(self._consumer, within)
 
-    def _route_batch(self, batch: dict[TopicPartition, Sequence[Any]]) -> list[_Outgoing]:
-        out: list[_Outgoing] = []
-        for records in batch.values():
-            for record in records:
-                self.events += 1
-                metrics.events_consumed.inc()
-                try:
-                    out += self._route_one(decode_push(record.value))
-                except InvalidEvent as exc:
-                    out.append(self._dead_letter(exc.reason, record))
-                except Exception as exc:  # noqa: BLE001 - a bug must not stall the partition
-                    log.exception("routing failed", extra={"offset": record.offset})
-                    out.append(self._dead_letter(f"routing failed: {exc}", record))
-        return out
-
-    def _route_one(self, event: PushEvent) -> list[_Outgoing]:
+    def _route(self, batch: dict[TopicPartition, Sequence[Any]],
+               ) -> tuple[list[Outgoing], list[DeliveryFact]]:
         assert self.live is not None
-        urls = event_urls(event.repo_urls, event.repository)
-        matches = route(self.live.index, urls, event.tags, event.scope.project)
-        metrics.events_matched.inc(len(matches))
-        out = []
-        for match in matches:
-            # Every field is already valid (a decoded event, names from the API
-            # server): build without re-validating, the hot path of the router.
-            request = RefreshRequest.model_construct(
-                id=new_id(), requested_at=now(),
-                warehouse=WarehouseRef.model_construct(namespace=match.namespace,
-                                                       name=match.name),
-                cause=Cause.model_construct(
-                    event=event.id, repo_url=match.repo_url,
-                    tags=list(match.tags[:MAX_CAUSE_TAGS]), delivery=event.delivery,
-                    received_at=event.received_at),
-            )
-            out.append(_Outgoing(self.settings.refresh_topic, encode(request), request.key,
-                                 False))
-        if event.delivery:
-            self._facts.append(DeliveryFact(
-                delivery=event.delivery, stage="router", outcome="matched",
-                receiver=event.receiver, project=event.scope.project,
-                repository=event.repository[:1024], tags=event.tags[:MAX_CAUSE_TAGS],
-                warehouses=[f"{m.namespace}/{m.name}" for m in matches[:MAX_FACT_WAREHOUSES]],
-            ))
-        if matches or log.isEnabledFor(logging.DEBUG):
-            log.log(logging.INFO if matches else logging.DEBUG, "routed push event", extra={
-                "event": event.id, "delivery": event.delivery, "project": event.scope.project,
-                "repository": event.repository[:256], "warehouses": len(matches)})
-        return out
+        records = [record for records in batch.values() for record in records]
+        out, facts = route_batch(self.live.index, records)
+        self.events += len(records)
+        metrics.events_consumed.inc(len(records))
+        metrics.events_matched.inc(sum(1 for msg in out if not msg.dead_letter))
+        return out, facts
 
-    def _record_facts(self) -> None:
+    def _record_facts(self, facts: list[DeliveryFact]) -> None:
         """Delivery visibility (best effort, after the batch is durable)."""
         if self._deliveries is not None:
-            for fact in self._facts:
+            for fact in facts:
                 self._deliveries.record(fact)
-        self._facts = []
 
-    def _dead_letter(self, reason: str, record: Any) -> _Outgoing:
-        letter = dead_letter_for(STAGE, reason, record)
-        log.warning("dead-lettering push event", extra={
-            "reason": letter.reason, "partition": record.partition, "offset": record.offset})
-        key = (letter.key or letter.id).encode()
-        return _Outgoing(self.settings.dead_letter_topic, encode(letter), key, True)
-
-    async def _deliver(self, pending: list[_Outgoing]) -> bool:
+    async def _deliver(self, pending: list[Outgoing]) -> bool:
         """Send everything and wait for the acks, retrying what failed; False when
         stopping first (the batch is then left uncommitted, to be re-delivered)."""
         assert self._producer is not None
-        delay, attempts = 0.1, 0
+        attempts = 0
         while pending:
             sent = [(msg, await self._send(msg)) for msg in pending]
             results = await self._acks([f for _, f in sent])
-            failed: list[_Outgoing] = []
+            failed: list[Outgoing] = []
             for (msg, _), result in zip(sent, results, strict=True):
                 if not isinstance(result, BaseException):
                     self._acked(msg)
@@ -301,8 +235,7 @@ class RouterService:
                 if self._stopping.is_set() and attempts >= 3:
                     return False
                 log.warning("retrying %d unacknowledged messages", len(pending))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(SEND_BACKOFF.delay(attempts))
         return True
 
     async def _acks(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
@@ -320,16 +253,18 @@ class RouterService:
             for f in futures
         ]
 
-    async def _send(self, msg: _Outgoing) -> asyncio.Future[Any]:
+    async def _send(self, msg: Outgoing) -> asyncio.Future[Any]:
         assert self._producer is not None
         try:
-            return await self._producer.send(msg.topic, msg.value, key=msg.key)
+            topic = (self.settings.dead_letter_topic if msg.dead_letter
+                     else self.settings.refresh_topic)
+            return await self._producer.send(topic, msg.value, key=msg.key)
         except Exception as exc:  # noqa: BLE001 - surfaced through the future
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
 
-    def _acked(self, msg: _Outgoing) -> None:
+    def _acked(self, msg: Outgoing) -> None:
         if msg.dead_letter:
             self.dead_letters += 1
             metrics.dead_lettered.labels(STAGE).inc()
@@ -337,11 +272,11 @@ class RouterService:
             self.requests += 1
             metrics.requests_produced.inc()
 
-    def _unsendable(self, msg: _Outgoing, error: KafkaError) -> _Outgoing:
+    def _unsendable(self, msg: Outgoing, error: KafkaError) -> Outgoing:
         """A refresh request Kafka will never take: keep it, as a dead letter."""
         letter = dead_letter_for(STAGE, f"refresh request not produced: {error!r}",
                                  payload=msg.value)
-        return _Outgoing(self.settings.dead_letter_topic, encode(letter), msg.key, True)
+        return Outgoing(encode(letter), msg.key, True)
 
     async def _commit(self, consumer: AIOKafkaConsumer, within: float | None = None) -> None:
         """Commit the offsets whose batches are durable (the next call retries a failure)."""

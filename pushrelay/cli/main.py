@@ -1,27 +1,61 @@
 """Entry point of the ``pushrelay`` console script.
 
-Each subcommand lives in its own module under ``pushrelay.cli`` and exposes
-``register(subparsers)``; the parser it adds sets ``func(args) -> int``.
-Modules are imported lazily by name so a broken optional dependency of one
-subcommand never breaks the others.
+Each subcommand module exposes ``register(subparsers)``; the parser it adds sets
+``func(args) -> int``. The production commands are ordinary imports. Development
+tooling (``pushrelay devstack``, ``pushrelay demo``) lives in the separate
+``pushrelay-devstack`` distribution and registers itself through the
+``pushrelay.commands`` entry-point group, so nothing here imports it; when it is
+not installed those commands say how to get it (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, TypeAlias
 
-# Order is the order shown by ``pushrelay --help``.
-COMMAND_MODULES = (
-    "pushrelay.cli.services",
-    "pushrelay_devstack.cli",
-    "pushrelay_devstack.demo",
-    "pushrelay.cli.publish",
-    "pushrelay.cli.explain",
-    "pushrelay.cli.visibility",
+from pushrelay.cli import explain, publish, services, visibility
+
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+Register: TypeAlias = Callable[["Subparsers"], None]
+
+#: The entry-point group development tools register their commands in.
+PLUGIN_GROUP = "pushrelay.commands"
+#: Commands provided by the ``pushrelay-devstack`` distribution, in help order.
+DEV_COMMANDS = {
+    "devstack": "real etcd + kube-apiserver + Kafka on loopback (development tooling)",
+    "demo": "run the whole pipeline locally with a sample push (development tooling)",
+}
+INSTALL_HINT = (
+    "`pushrelay {name}` is development tooling from the pushrelay-devstack "
+    "distribution, which is not installed{why}. From a clone of the repository: "
+    "`make install`, or `pip install -e ./devstack`."
 )
+
+
+def _plugins() -> dict[str, Register | str]:
+    """Registered plugin commands: their ``register``, or why it cannot be loaded."""
+    found: dict[str, Register | str] = {}
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            found[point.name] = point.load()
+        except ImportError as exc:
+            found[point.name] = f" (it failed to load: {exc})"
+    return found
+
+
+def _unavailable(sub: Subparsers, name: str, help_text: str, why: str) -> None:
+    parser = sub.add_parser(name, help=help_text, add_help=False)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def explain_missing(_: argparse.Namespace) -> int:
+        print(f"pushrelay: {INSTALL_HINT.format(name=name, why=why)}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=explain_missing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quay.io push webhooks to Kargo Warehouse refreshes, over Kafka.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # subcommand not written yet
-            raise
+    services.register(sub)
+    plugins = _plugins()
+    for name, help_text in DEV_COMMANDS.items():
+        plugin = plugins.pop(name, "")
+        if isinstance(plugin, str):
+            _unavailable(sub, name, help_text, plugin)
+        else:
+            plugin(sub)
+    for module in (publish, explain, visibility):
         module.register(sub)
+    for plugin in plugins.values():  # other tools, after ours
+        if not isinstance(plugin, str):
+            plugin(sub)
     return parser
 
 

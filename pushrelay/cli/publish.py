@@ -6,11 +6,10 @@ import argparse
 import asyncio
 import sys
 
-from pushrelay.cli.services import load_settings
 from pushrelay.core.events import PushEvent, Scope, encode
 from pushrelay.core.normalize import repo_urls
 from pushrelay.infra import bus
-from pushrelay.infra.settings import Settings
+from pushrelay.infra.settings import Settings, load_settings
 
 
 async def publish(settings: Settings, repo: str, tags: list[str], project: str | None,
@@ -30,7 +29,7 @@ async def publish(settings: Settings, repo: str, tags: list[str], project: str |
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(Settings)
     try:
         event = asyncio.run(publish(settings, args.repo, args.tag, args.project, args.source))
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit non-zero

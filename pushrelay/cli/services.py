@@ -1,73 +1,43 @@
 """``pushrelay ingress|router|refresher|all-in-one``: run the services.
 
-Each service package exposes ``create(settings, health_services=None)`` in its
-``service`` module, returning an object that follows
-:class:`pushrelay.infra.runtime.Service`. The ingress serves the health endpoints on
-its own HTTP port; router and refresher get a small health server on
-``PUSHRELAY_HEALTH_PORT``. ``all-in-one`` runs the three in one event loop with
-one settings object, each stage still going through Kafka, and serves health
-for all of them on the ingress port.
+This is the composition root: the only place that imports the three services
+(they never import each other). Each service package exposes
+``create(settings, health_services=None)`` in its ``service`` module; the
+runtime (:func:`pushrelay.infra.runtime.run_services`) runs what they build.
+The ingress serves the health endpoints on its own HTTP port; router and
+refresher get a small health server on ``PUSHRELAY_HEALTH_PORT``.
+``all-in-one`` runs the three in one event loop with one settings object, each
+stage still going through Kafka, and the ingress serves health for all of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import sys
 from collections.abc import Sequence
-from typing import Any
 
-from pydantic import ValidationError
-
-from pushrelay.infra import logs
-from pushrelay.infra.runtime import HealthServer, Service, install_event_loop_policy, serve
-from pushrelay.infra.settings import Settings
+import ingress.service
+import refresher.service
+import router.service
+from pushrelay.infra.runtime import Service, ServiceFactory, run_services
+from pushrelay.infra.settings import Settings, load_settings
 
 SERVICES = ("ingress", "router", "refresher")
+FACTORIES: dict[str, ServiceFactory] = {
+    "ingress": ingress.service.create,
+    "router": router.service.create,
+    "refresher": refresher.service.create,
+}
 
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        lines = [f"  PUSHRELAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                 for e in exc.errors()]
-        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+__all__ = ["FACTORIES", "SERVICES", "create_service", "load_settings", "register", "run"]
 
 
 def create_service(name: str, settings: Settings,
                    health_services: Sequence[Service] | None = None) -> Service:
-    module = importlib.import_module(f"{name}.service")
-    service: Service = module.create(settings, health_services=health_services)
-    return service
-
-
-async def run_services(names: Sequence[str], settings: Settings) -> int:
-    services: list[Service] = []
-    if "ingress" in names:
-        # The ingress HTTP server serves /healthz etc. for every service in the process.
-        ingress_health: list[Service] = []
-        services.append(create_service("ingress", settings, health_services=ingress_health))
-        services += [create_service(n, settings) for n in names if n != "ingress"]
-        ingress_health.extend(services)
-        health = None
-    else:
-        services = [create_service(n, settings) for n in names]
-        health = HealthServer(services, settings.health_host, settings.health_port)
-    return await serve(services, health=health, shutdown_timeout=settings.shutdown_timeout)
+    return FACTORIES[name](settings, health_services)
 
 
 def run(names: Sequence[str], settings: Settings | None = None) -> int:
-    settings = settings or load_settings()
-    logs.configure(settings.log_level, settings.log_format)
-    install_event_loop_policy()
-    return asyncio.run(run_services(names, settings))
-
-
-def main_for(name: str) -> None:
-    """``python -m <service>``."""
-    sys.exit(run([name]))
+    return run_services([FACTORIES[n] for n in names], settings or load_settings(Settings))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

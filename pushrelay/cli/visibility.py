@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.cli.services import load_settings
 from pushrelay.core.receivers import (
     ConfigReceivers,
     parse_receivers,
@@ -35,7 +34,7 @@ from pushrelay.infra.kube.resources import (
     PROJECT_CONFIG,
     SECRET,
 )
-from pushrelay.infra.settings import Settings
+from pushrelay.infra.settings import Settings, load_settings
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -135,7 +134,7 @@ def _status_urls(obj: dict[str, Any]) -> dict[tuple[str, str], str]:
 
 
 def _receivers(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(Settings)
     try:
         rows = asyncio.run(collect_receivers(settings, args.namespace))
     except KubeError as exc:
@@ -163,7 +162,7 @@ def _receivers(args: argparse.Namespace) -> int:
 # ---- deliveries --------------------------------------------------------------
 
 def _deliveries(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(Settings)
     try:
         rows = asyncio.run(read_deliveries(
             settings, receiver=args.receiver, namespace=args.namespace, limit=args.limit))

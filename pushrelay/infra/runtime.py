@@ -1,10 +1,13 @@
 """Running services: start, health endpoints, signals, graceful stop.
 
-A service is anything with ``name``, ``start()``, ``stop()`` (idempotent),
-``readiness()`` (``None`` when ready, else why not) and a ``crashed`` event it
-sets when one of its background tasks died. :func:`serve` starts services in
-order, serves ``/healthz``, ``/readyz`` and ``/metrics``, waits for SIGTERM /
-SIGINT (or a crash), then stops them in reverse order within a time budget.
+A service is anything with ``name``, ``start()``, ``stop(deadline)``
+(idempotent), ``readiness()`` (``None`` when ready, else why not) and a
+``crashed`` event it sets when one of its background tasks died; all of ours
+derive from :class:`pushrelay.infra.lifecycle.ServiceBase`. :func:`serve`
+starts services in order, serves ``/healthz``, ``/readyz`` and ``/metrics``,
+waits for SIGTERM / SIGINT (or a crash), then stops them within one budget.
+:func:`run_services` is the process entry point (``python -m <service>``,
+``pushrelay <service>``, ``pushrelay all-in-one``).
 """
 
 from __future__ import annotations
@@ -12,24 +15,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pushrelay.infra import logs
+from pushrelay.infra.lifecycle import Deadline
 from pushrelay.infra.metrics import REGISTRY
+from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 
 class Service(Protocol):
+    """What the runtime runs (implemented by :class:`pushrelay.infra.lifecycle.ServiceBase`)."""
+
     name: str
     crashed: asyncio.Event
 
     async def start(self) -> None: ...
-    async def stop(self) -> None: ...
+    async def stop(self, deadline: Deadline | None = None) -> None: ...
     def readiness(self) -> str | None: ...
+
+
+#: Builds one service from its settings; ``health_services`` is the list whose
+#: health a service serving the endpoints itself (the ingress) reports.
+ServiceFactory = Callable[[Any, Sequence[Service] | None], Service]
 
 
 def health_routes(services: Sequence[Service]) -> list[web.RouteDef]:
@@ -83,7 +96,15 @@ async def serve(
     services: Sequence[Service], *, health: HealthServer | None = None,
     shutdown_timeout: float = 20.0, stop: asyncio.Event | None = None,
 ) -> int:
-    """Run ``services`` until a signal, ``stop``, or a crash. Returns an exit code."""
+    """Run ``services`` until a signal, ``stop``, or a crash; return the exit code.
+
+    Services start in order; a stop request while one is starting cancels that
+    start (the service cleans up after itself). A service that fails to start
+    ends the run with exit code 1, as a crash does. The shutdown budget
+    (``shutdown_timeout``) runs from the stop request: every started service is
+    stopped concurrently with the same :class:`Deadline` (they share nothing but
+    Kafka), and a service still stopping when it expires is abandoned (exit 1).
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,42 +114,106 @@ async def serve(
             pass
     started: list[Service] = []
     code = 0
+    deadline: Deadline | None = None
     try:
         for service in services:
-            await service.start()
+            if not await _start(service, stop):
+                break
             started.append(service)
-        if health is not None:
-            await health.start()
-        waiters = [asyncio.create_task(stop.wait())]
-        waiters += [asyncio.create_task(s.crashed.wait()) for s in services]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        else:
+            if health is not None:
+                await health.start()
+            await _until_stop_or_crash(services, stop)
         crashed = [s.name for s in services if s.crashed.is_set()]
         if crashed:
             log.error("service crashed; shutting down", extra={"services": crashed})
             code = 1
         else:
             log.info("shutting down")
+    except Exception:
+        log.exception("service failed to start; shutting down")
+        code = 1
     finally:
+        deadline = Deadline(shutdown_timeout)
         if health is not None:
             await health.stop()
-        for service in reversed(started):
-            try:
-                async with asyncio.timeout(shutdown_timeout):
-                    await service.stop()
-            except TimeoutError:
-                log.error("service did not stop in time", extra={"service": service.name})
-                code = code or 1
+        if not await _stop_all(started, deadline):
+            code = code or 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
                 pass
     return code
+
+
+async def _start(service: Service, stop: asyncio.Event) -> bool:
+    """Start ``service`` unless a stop comes first; False when it did."""
+    starting = asyncio.create_task(service.start(), name=f"{service.name}:start")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            log.info("stop requested while starting", extra={"service": service.name})
+        await asyncio.gather(starting, return_exceptions=True)
+    if starting.cancelled():
+        return False
+    starting.result()  # a failed start raises here
+    return True
+
+
+async def _until_stop_or_crash(services: Sequence[Service], stop: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(stop.wait())]
+    waiters += [asyncio.create_task(s.crashed.wait()) for s in services]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _stop_all(services: Sequence[Service], deadline: Deadline) -> bool:
+    """Stop ``services`` concurrently within ``deadline``; False if one did not make it."""
+    async def stop_one(service: Service) -> bool:
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                await service.stop(deadline)
+        except TimeoutError:
+            log.error("service did not stop in time", extra={"service": service.name})
+            return False
+        except Exception:
+            log.exception("service failed to stop cleanly", extra={"service": service.name})
+            return False
+        return True
+
+    results = await asyncio.gather(*(stop_one(s) for s in services))
+    return all(results)
+
+
+def run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
+    """Run the services ``factories`` build in this process, until SIGTERM: the exit code.
+
+    When one of them serves the health endpoints itself (the ingress, on its own
+    port), it serves them for all; otherwise a :class:`HealthServer` listens on
+    ``PUSHRELAY_HEALTH_PORT``.
+    """
+    logs.configure(settings.log_level, settings.log_format)
+    install_event_loop_policy()
+    return asyncio.run(_run_services(factories, settings))
+
+
+async def _run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
+    reported: list[Service] = []
+    services = [factory(settings, reported) for factory in factories]
+    reported.extend(services)
+    serves_health = any(getattr(s, "serves_health", False) for s in services)
+    health = None if serves_health else HealthServer(
+        services, settings.health_host, settings.health_port)
+    return await serve(services, health=health, shutdown_timeout=settings.shutdown_timeout)
 
 
 def install_event_loop_policy() -> None:

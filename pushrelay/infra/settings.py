@@ -8,11 +8,12 @@ for documentation and for ``python -m <service>``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+S = TypeVar("S", bound="CommonSettings")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -111,3 +112,13 @@ class RefresherSettings(CommonSettings):
 
 class Settings(IngressSettings, RouterSettings, RefresherSettings):
     """Every setting: what ``all-in-one`` and the CLI use."""
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """``cls`` from the environment; invalid settings end the process with a readable list."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = [f"  PUSHRELAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                 for e in exc.errors()]
+        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None

@@ -27,10 +27,10 @@ def _dump(_sig: int, _frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    from pushrelay.cli.services import main_for
+    from pushrelay.cli.services import run
 
     signal.signal(signal.SIGUSR1, _dump)
-    main_for(sys.argv[1])
+    sys.exit(run([sys.argv[1]]))
 
 
 if __name__ == "__main__":

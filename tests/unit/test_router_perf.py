@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from aiokafka import TopicPartition
-
 from pushrelay.core.events import PushEvent, Scope, encode
 from pushrelay.infra.settings import RouterSettings
 from router.index import LiveIndex
+from router.routing import route_batch
 from router.service import RouterService
 from tests.unit.test_router_service import record
 
@@ -48,7 +47,7 @@ def test_route_10k_warehouses() -> None:
                                     tags=["v1.2.3"], scope=Scope(project=f"ns{j // 100}"))))
     records = [record(v, i) for i, v in enumerate(raw)]
     started = time.perf_counter()
-    out = svc._route_batch({TopicPartition("t", 0): records})
+    out, _ = route_batch(svc.live.index, records)
     elapsed = time.perf_counter() - started
     assert len(out) == len(raw)  # one Warehouse per project-scoped push
     rate = len(raw) / elapsed

@@ -11,7 +11,8 @@ from pushrelay.core.events import PushEvent, Scope, decode_dead_letter, decode_r
 from pushrelay.infra.kube.events import EventRecorder
 from pushrelay.infra.settings import RouterSettings
 from router.index import INVALID_REASON, LiveIndex, trim
-from router.service import MAX_CAUSE_TAGS, RouterService
+from router.routing import MAX_CAUSE_TAGS, Outgoing, route_batch
+from router.service import RouterService
 from tests.unit.test_router_index import Counter, image, wh
 
 URL = "quay.io/ns/repo"
@@ -33,6 +34,12 @@ def service() -> RouterService:
     return svc
 
 
+def routed(records: list[ConsumerRecord[bytes, bytes]]) -> list[Outgoing]:
+    svc = service()
+    assert svc.live is not None
+    return route_batch(svc.live.index, records)[0]
+
+
 def decode_push_value(raw: bytes) -> PushEvent:
     return PushEvent.model_validate_json(raw)
 
@@ -44,12 +51,13 @@ def push(project: str | None, tags: list[str], url: str = URL) -> bytes:
 
 def test_route_batch_requests_and_dead_letters() -> None:
     svc = service()
+    assert svc.live is not None
     raw = [push(None, ["v1"]), push("a", ["v2"]), b"not json", b"[]",
            orjson.dumps({"schema": "pushrelay.push/v9"}), None,
            orjson.dumps({"schema": "pushrelay.push/v1", "repository": "x",
                          "repo_urls": ["x"], "tags": "v1"})]
     batch = {TopicPartition("t", 0): [record(v, i) for i, v in enumerate(raw)]}
-    out = svc._route_batch(batch)
+    out, facts = svc._route(batch)
     requests = [decode_refresh(m.value) for m in out if not m.dead_letter]
     letters = [decode_dead_letter(m.value) for m in out if m.dead_letter]
     assert sorted(str(r.warehouse) for r in requests) == ["a/w1", "a/w1", "b/w2"]
@@ -64,23 +72,21 @@ def test_route_batch_requests_and_dead_letters() -> None:
     assert "tags" in letters[4].reason
     assert all(d.stage == "router" for d in letters)
     assert svc.events == 7
-    facts = svc._facts  # delivery visibility: one "matched" fact per delivery
+    # delivery visibility: one "matched" fact per delivery
     assert [(f.stage, f.outcome, f.delivery) for f in facts] == [("router", "matched", "d1")] * 2
     assert facts[0].warehouses == ["a/w1", "b/w2"] and facts[1].warehouses == ["a/w1"]
 
 
 def test_unnormalized_producer_urls_still_match() -> None:
-    svc = service()
     raw = encode(PushEvent(repository="Quay.io/NS/Repo:v1", repo_urls=["QUAY.IO/ns/repo"],
                            tags=["v1"]))
-    out = svc._route_batch({TopicPartition("t", 0): [record(raw)]})
+    out = routed([record(raw)])
     assert len(out) == 2
 
 
 def test_cause_tags_are_capped() -> None:
-    svc = service()
     tags = [f"t{i}" for i in range(MAX_CAUSE_TAGS * 3)]
-    out = svc._route_batch({TopicPartition("t", 0): [record(push("a", tags))]})
+    out = routed([record(push("a", tags))])
     assert len(decode_refresh(out[0].value).cause.tags) == MAX_CAUSE_TAGS
 
 
