@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushrelay.infra import logs
+from pushrelay.infra.kube.errors import KubeError
 from pushrelay.infra.lifecycle import Deadline
 from pushrelay.infra.metrics import REGISTRY
 from pushrelay.infra.settings import CommonSettings
@@ -123,6 +125,7 @@ async def serve(
         else:
             if health is not None:
                 await health.start()
+            log.info("services running", extra={"services": [s.name for s in services]})
             await _until_stop_or_crash(services, stop)
         crashed = [s.name for s in services if s.crashed.is_set()]
         if crashed:
@@ -130,8 +133,10 @@ async def serve(
             code = 1
         else:
             log.info("shutting down")
-    except Exception:
-        log.exception("service failed to start; shutting down")
+    except Exception as exc:
+        # An unreachable dependency is reported in one line; anything else is a bug.
+        log.error("service failed to start; shutting down", exc_info=not _unavailable(exc),
+                  extra={"error": f"{type(exc).__name__}: {exc}"[:500]})
         code = 1
     finally:
         deadline = Deadline(shutdown_timeout)
@@ -145,6 +150,11 @@ async def serve(
             except (NotImplementedError, RuntimeError):
                 pass
     return code
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A dependency could not be reached (or refused us): not a bug of ours."""
+    return isinstance(exc, KafkaError | KubeError | OSError | TimeoutError)
 
 
 async def _start(service: Service, stop: asyncio.Event) -> bool:
