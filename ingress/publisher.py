@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
 from aiokafka import AIOKafkaProducer
@@ -20,11 +19,14 @@ from aiokafka.errors import KafkaError
 
 from pushrelay.core.events import PushEvent, encode
 from pushrelay.infra import bus, metrics
+from pushrelay.infra.backoff import Backoff
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0
+#: Between attempts to reach Kafka: 0.5 s doubling, jittered, up to 30 s.
+CONNECT_BACKOFF = Backoff(base=1.0, max_delay=30.0)
 INGRESS_LINGER_MS = 0
 
 
@@ -121,7 +123,7 @@ class KafkaPublisher:
                 failures += 1
                 self._failed(f"{type(exc).__name__}: {exc}"[:200])
                 await _close_quietly(producer)
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                delay = CONNECT_BACKOFF.delay(failures)
                 log.warning("Kafka not reachable; retrying", extra={
                     "reason": self.last_error, "retry_in": round(delay, 1)})
                 await asyncio.sleep(delay)

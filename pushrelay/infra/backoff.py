@@ -1,4 +1,8 @@
-"""Jittered exponential backoff that honours ``Retry-After``.
+"""Jittered exponential backoff that honours ``Retry-After``: the one implementation.
+
+Every retry loop uses it: the informers (re-list/re-watch), the ingress's Kafka
+connection, the router's unacknowledged sends, the refresher's patches and
+dead letters.
 
 The delay before retry number ``attempt`` (1-based) is drawn uniformly from
 ``[cap / 2, cap]`` with ``cap = min(max_delay, base * factor ** (attempt - 1))``

@@ -13,7 +13,7 @@ import logging
 import random
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -25,36 +25,54 @@ from pushrelay.infra.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 
-def _send_on_closed_transport_is_a_connection_error() -> None:
+def guard_connection(conn: AIOKafkaConnection) -> AIOKafkaConnection:
     """Make a write to a connection the broker closed a ``KafkaConnectionError``
-    under uvloop too (aiokafka issue 1038, open).
+    under uvloop too (aiokafka issue 1038, open), for this connection only.
 
     aiokafka turns an ``OSError`` from the socket write into a connection error
     and recovers; uvloop raises ``RuntimeError`` ("unable to perform operation on
     <TCPTransport closed=True>") instead. That escapes aiokafka's metadata task,
     which dies silently, and every later metadata wait hangs: after a broker
     restart the router stopped routing and the refresher could not stop (found by
-    the fault suite, ``kafka_kill_9``). Idempotent.
+    the fault suite, ``kafka_kill_9``). The method is wrapped on the instance, so
+    aiokafka itself, and everyone else's clients, are left as they are.
+    Idempotent.
     """
-    original = AIOKafkaConnection.send
-    if getattr(original, "_pushrelay_patched", False):
-        return
+    if getattr(conn, "_pushrelay_guarded", False):
+        return conn
+    send = conn.send
 
-    def send(self: AIOKafkaConnection, request: Any, expect_response: bool = True) -> Any:
+    def guarded(request: Any, expect_response: bool = True) -> Any:
         try:
-            return original(self, request, expect_response)
+            return send(request, expect_response)
         except KafkaError:  # aiokafka's errors are RuntimeErrors too: not ours
             raise
         except RuntimeError as err:  # uvloop's closed transport
-            self.close(reason=CloseReason.CONNECTION_BROKEN)
+            conn.close(reason=CloseReason.CONNECTION_BROKEN)
             raise KafkaConnectionError(
-                f"Connection at {self.host}:{self.port} broken: {err}") from err
+                f"Connection at {conn.host}:{conn.port} broken: {err}") from err
 
-    send._pushrelay_patched = True  # type: ignore[attr-defined]
-    AIOKafkaConnection.send = send
+    conn.send = guarded
+    conn._pushrelay_guarded = True
+    return conn
 
 
-_send_on_closed_transport_is_a_connection_error()
+class _GuardedConnections(dict[Any, AIOKafkaConnection]):
+    """A client's connection table that guards every connection stored in it."""
+
+    def __setitem__(self, key: Any, conn: AIOKafkaConnection) -> None:
+        super().__setitem__(key, guard_connection(conn))
+
+
+def guarded(client: AIOKafkaClient) -> AIOKafkaClient:
+    """Guard every connection ``client`` (one of ours) opens (see :func:`guard_connection`)."""
+    if not isinstance(client._conns, _GuardedConnections):
+        conns = _GuardedConnections()
+        for key, conn in client._conns.items():
+            conns[key] = conn
+        client._conns = conns
+    return client
+
 
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
@@ -80,6 +98,7 @@ async def ensure_topics(settings: CommonSettings) -> None:
         bootstrap_servers=settings.kafka_bootstrap,
         request_timeout_ms=int(settings.kafka_request_timeout * 1000),
     )
+    guarded(admin._client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -136,7 +155,9 @@ def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer
         "client_id": "pushrelay",
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer = AIOKafkaProducer(**options)
+    guarded(producer.client)
+    return producer
 
 
 def new_consumer(
@@ -158,7 +179,9 @@ def new_consumer(
         "client_id": group,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(topic, **options)
+    consumer = AIOKafkaConsumer(topic, **options)
+    guarded(consumer._client)
+    return consumer
 
 
 def dead_letter_for(stage: str, reason: str, record: ConsumerRecord[Any, Any] | None = None,

@@ -3,9 +3,10 @@
 Regression test for the fault suite's ``kafka_kill_9`` finding: under uvloop,
 writing to a closed transport raises ``RuntimeError`` (asyncio's loop does not),
 which aiokafka 0.14 does not catch (aiokafka issue 1038); its metadata task died
-and the router / refresher hung after a broker restart. ``pushrelay.infra.bus`` turns
-it into ``KafkaConnectionError``, which aiokafka retries. Checked for any request
-aiokafka builds, on a real uvloop transport.
+and the router / refresher hung after a broker restart. ``pushrelay.infra.bus``
+turns it into ``KafkaConnectionError``, which aiokafka retries, on the
+connections of our own clients only. Checked for any request aiokafka builds,
+on a real uvloop transport.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from aiokafka.protocol.metadata import MetadataRequest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pushrelay.infra.bus  # noqa: F401 - installs the fix
+from pushrelay.infra.bus import guard_connection, new_consumer, new_producer
+from pushrelay.infra.settings import CommonSettings
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -28,7 +30,7 @@ async def _closed_connection() -> AIOKafkaConnection:
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    conn = AIOKafkaConnection("127.0.0.1", port)
+    conn = guard_connection(AIOKafkaConnection("127.0.0.1", port))
     conn._reader, conn._writer = reader, writer
     conn._versions = {MetadataRequest.API_KEY: (0, 12)}  # as if ApiVersions had run
     conn._read_task = asyncio.ensure_future(asyncio.sleep(0))
@@ -67,3 +69,22 @@ def test_aiokafka_errors_pass_through_unchanged() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+def test_only_our_clients_are_guarded() -> None:
+    """Importing the bus changes nothing in aiokafka: connections of other
+    clients keep aiokafka's own ``send``; every connection our factories' clients
+    store is guarded."""
+    async def scenario() -> None:
+        assert "send" not in vars(AIOKafkaConnection("127.0.0.1", 1))
+        settings = CommonSettings()
+        producer = new_producer(settings)
+        consumer = new_consumer(settings, "t", "g")
+        for client in (producer.client, consumer._client):
+            client._conns[("node", 0)] = AIOKafkaConnection("127.0.0.1", 1)
+            assert getattr(client._conns[("node", 0)], "_pushrelay_guarded", False)
+            del client._conns[("node", 0)]  # never connected: nothing to close
+        await producer.stop()
+        await consumer.stop()
+
+    asyncio.run(scenario())

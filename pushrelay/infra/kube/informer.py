@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.infra.backoff import Backoff
 from pushrelay.infra.kube.client import list_objects
 from pushrelay.infra.kube.errors import Action, KubeError, translated
 from pushrelay.infra.kube.resources import Resource
@@ -51,7 +51,7 @@ class Informer:
         self._on_change = on_change
         self._namespace = namespace
         self._watch_seconds = watch_seconds
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(base=0.4, max_delay=max_backoff)
         self._label_selector = label_selector
         self._transform = transform
         self.store: dict[Key, dict[str, Any]] = {}
@@ -89,8 +89,7 @@ class Informer:
                     log.info("%s watch expired; listing again", self.resource.plural)
                     continue
                 failures += 1
-                delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10))
-                delay *= random.uniform(0.5, 1.0)
+                delay = self._backoff.delay(failures)
                 log.warning(
                     "%s informer failed (%s); retrying in %.1fs",
                     self.resource.plural, error.reason, delay,
