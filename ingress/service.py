@@ -32,7 +32,6 @@ from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_TIMEOUT = 75.0
 # After a rejection with an unread body (413, 404), read and discard what the client
 # still sends for this long so it can see the answer, then close.
 LINGERING_TIME = 2.0
@@ -102,7 +101,7 @@ class IngressService(ServiceBase):
                 self.watch(task)
         app = build_app(settings, self.handler, self._health)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=LINGERING_TIME + 1,
-                                     keepalive_timeout=KEEPALIVE_TIMEOUT,
+                                     keepalive_timeout=settings.ingress_keepalive_timeout,
                                      lingering_time=LINGERING_TIME)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.ingress_host, settings.ingress_port,

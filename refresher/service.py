@@ -48,6 +48,8 @@ from refresher.watermark import Watermarks
 log = logging.getLogger(__name__)
 
 COMPONENT = "pushrelay-refresher"
+#: Events are flushed this often (s); their rate is capped by PUSHRELAY_EVENT_QPS.
+EVENT_INTERVAL = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -64,17 +66,11 @@ class _Rebalance(ConsumerRebalanceListener):
 class RefresherService(ServiceBase):
     name = "refresher"
 
-    def __init__(
-        self, settings: RefresherSettings, *, commit_interval: float = 1.0,
-        event_interval: float = 5.0, patch_timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, settings: RefresherSettings) -> None:
         super().__init__(settings.shutdown_timeout)
         self.settings = settings
         self._concurrency = settings.refresh_concurrency
         self._max_outstanding = settings.refresh_max_outstanding
-        self._commit_interval = commit_interval
-        self._event_interval = event_interval
-        self._patch_timeout = patch_timeout
         self.marks: Watermarks[TopicPartition] = Watermarks()
         self.bucket = TokenBucket(settings.refresh_qps, settings.refresh_burst)
         self._api: ApiClient | None = None
@@ -93,7 +89,7 @@ class RefresherService(ServiceBase):
         self._api = await new_api_client(s.kubeconfig)
         self._producer = new_producer(s)
         await self._producer.start()
-        self._recorder = EventRecorder(self._api, COMPONENT, interval=self._event_interval,
+        self._recorder = EventRecorder(self._api, COMPONENT, interval=EVENT_INTERVAL,
                                        max_rate=s.event_qps, acquire=self.bucket.acquire)
         await self._recorder.start()
         self._deliveries = DeliveryLog(self._producer, s)
@@ -102,7 +98,7 @@ class RefresherService(ServiceBase):
                                  dead_letter=self._send_dead_letter,
                                  facts=self._deliveries.record)
         self.engine = Engine(
-            refresh=Patcher(self._api, timeout=self._patch_timeout).refresh,
+            refresh=Patcher(self._api, timeout=s.refresh_patch_timeout).refresh,
             sink=self.reporter, interval=s.refresh_min_interval, bucket=self.bucket,
             backoff=Backoff(max_delay=s.refresh_max_backoff), concurrency=self._concurrency,
         )
@@ -194,7 +190,7 @@ class RefresherService(ServiceBase):
     # ---- offsets -------------------------------------------------------------
     async def _commit_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._commit_interval)
+            await asyncio.sleep(self.settings.commit_interval)
             await self._commit()
 
     async def _commit(self, partitions: Sequence[TopicPartition] | None = None,

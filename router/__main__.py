@@ -1,7 +1,7 @@
 import sys
 
 from pushrelay.infra.runtime import run_services
-from pushrelay.infra.settings import Settings, load_settings
+from pushrelay.infra.settings import RouterSettings, load_settings
 from router.service import create
 
-sys.exit(run_services([create], load_settings(Settings)))
+sys.exit(run_services([create], load_settings(RouterSettings)))

@@ -3,7 +3,7 @@
 One loop, batch by batch: ``getmany`` → :func:`router.routing.route_batch`
 against the live Warehouse index → send the refresh requests and dead letters → wait for every
 broker ack → mark the batch's offsets done. Done offsets are committed at most
-every ``COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
+every ``PUSHRELAY_COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
 rebalance and at shutdown): a commit per batch was one broker write per few
 events. An offset is never committed before its effects are durable, so a
 crash at any point re-delivers (at most that interval of events; duplicates
@@ -55,7 +55,6 @@ from router.routing import STAGE, Outgoing, route_batch
 log = logging.getLogger(__name__)
 
 POLL_MS = 250
-COMMIT_INTERVAL = 1.0  # s
 BATCH_RECORDS = 1000
 #: Retries of unacknowledged sends (jittered, 0.1 s doubling up to 5 s).
 SEND_BACKOFF = Backoff(base=0.1, max_delay=5.0)
@@ -281,7 +280,7 @@ class RouterService(ServiceBase):
     async def _commit(self, consumer: AIOKafkaConsumer, within: float | None = None) -> None:
         """Commit the offsets whose batches are durable (the next call retries a failure)."""
         offsets, self._done = self._done, {}
-        self._commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL
+        self._commit_due = asyncio.get_running_loop().time() + self.settings.commit_interval
         if not offsets:
             return
         try:

@@ -48,8 +48,9 @@ def _plugins() -> dict[str, Register | str]:
 
 
 def _unavailable(sub: Subparsers, name: str, help_text: str, why: str) -> None:
-    parser = sub.add_parser(name, help=help_text, add_help=False)
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # Any arguments at all (no option is recognised: the real parser is missing).
+    parser = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
 
     def explain_missing(_: argparse.Namespace) -> int:
         print(f"pushrelay: {INSTALL_HINT.format(name=name, why=why)}", file=sys.stderr)

@@ -9,10 +9,10 @@ import sys
 from pushrelay.core.events import PushEvent, Scope, encode
 from pushrelay.core.normalize import repo_urls
 from pushrelay.infra import bus
-from pushrelay.infra.settings import Settings, load_settings
+from pushrelay.infra.settings import CommonSettings, load_settings
 
 
-async def publish(settings: Settings, repo: str, tags: list[str], project: str | None,
+async def publish(settings: CommonSettings, repo: str, tags: list[str], project: str | None,
                   source: str) -> PushEvent:
     event = PushEvent(
         source=source, scope=Scope(project=project), repository=repo,
@@ -29,7 +29,7 @@ async def publish(settings: Settings, repo: str, tags: list[str], project: str |
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(Settings)
+    settings = load_settings(CommonSettings)
     try:
         event = asyncio.run(publish(settings, args.repo, args.tag, args.project, args.source))
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit non-zero

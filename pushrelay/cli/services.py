@@ -19,7 +19,14 @@ import ingress.service
 import refresher.service
 import router.service
 from pushrelay.infra.runtime import Service, ServiceFactory, run_services
-from pushrelay.infra.settings import Settings, load_settings
+from pushrelay.infra.settings import (
+    CommonSettings,
+    IngressSettings,
+    RefresherSettings,
+    RouterSettings,
+    Settings,
+    load_settings,
+)
 
 SERVICES = ("ingress", "router", "refresher")
 FACTORIES: dict[str, ServiceFactory] = {
@@ -27,17 +34,29 @@ FACTORIES: dict[str, ServiceFactory] = {
     "router": router.service.create,
     "refresher": refresher.service.create,
 }
+#: What each service validates when it runs alone; several in one process: all of them.
+SETTINGS: dict[str, type[CommonSettings]] = {
+    "ingress": IngressSettings,
+    "router": RouterSettings,
+    "refresher": RefresherSettings,
+}
 
-__all__ = ["FACTORIES", "SERVICES", "create_service", "load_settings", "register", "run"]
+__all__ = ["FACTORIES", "SERVICES", "SETTINGS", "create_service", "load_settings", "register",
+           "run", "settings_for"]
 
 
-def create_service(name: str, settings: Settings,
+def create_service(name: str, settings: CommonSettings,
                    health_services: Sequence[Service] | None = None) -> Service:
     return FACTORIES[name](settings, health_services)
 
 
-def run(names: Sequence[str], settings: Settings | None = None) -> int:
-    return run_services([FACTORIES[n] for n in names], settings or load_settings(Settings))
+def settings_for(names: Sequence[str]) -> CommonSettings:
+    """The settings a process running ``names`` validates: only those services' sections."""
+    return load_settings(SETTINGS[names[0]] if len(names) == 1 else Settings)
+
+
+def run(names: Sequence[str], settings: CommonSettings | None = None) -> int:
+    return run_services([FACTORIES[n] for n in names], settings or settings_for(names))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -34,7 +34,7 @@ from pushrelay.infra.kube.resources import (
     PROJECT_CONFIG,
     SECRET,
 )
-from pushrelay.infra.settings import Settings, load_settings
+from pushrelay.infra.settings import CommonSettings, IngressSettings, load_settings
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -90,7 +90,8 @@ async def _secrets(
     return found
 
 
-async def collect_receivers(settings: Settings, namespace: str | None) -> list[dict[str, Any]]:
+async def collect_receivers(settings: IngressSettings, namespace: str | None,
+                            ) -> list[dict[str, Any]]:
     async with api_client(settings.kubeconfig) as api:
         configs = await _configs(api, namespace)
         secrets = await _secrets(api, configs, settings.cluster_secrets_namespace)
@@ -134,7 +135,7 @@ def _status_urls(obj: dict[str, Any]) -> dict[tuple[str, str], str]:
 
 
 def _receivers(args: argparse.Namespace) -> int:
-    settings = load_settings(Settings)
+    settings = load_settings(IngressSettings)
     try:
         rows = asyncio.run(collect_receivers(settings, args.namespace))
     except KubeError as exc:
@@ -162,7 +163,7 @@ def _receivers(args: argparse.Namespace) -> int:
 # ---- deliveries --------------------------------------------------------------
 
 def _deliveries(args: argparse.Namespace) -> int:
-    settings = load_settings(Settings)
+    settings = load_settings(CommonSettings)
     try:
         rows = asyncio.run(read_deliveries(
             settings, receiver=args.receiver, namespace=args.namespace, limit=args.limit))

@@ -1,9 +1,14 @@
 """The settings tree: every knob is a ``PUSHRELAY_*`` environment variable.
 
-Each service receives one settings object and nothing reads the environment
-behind its back. ``Settings`` holds every field so that ``all-in-one`` can hand
-the same object to the three services; the per-service classes are views used
-for documentation and for ``python -m <service>``.
+Shared sections (:class:`KafkaSettings`, :class:`KubernetesSettings`,
+:class:`ProcessSettings`, joined in :class:`CommonSettings`) plus one section
+per service (:class:`IngressSettings`, :class:`RouterSettings`,
+:class:`RefresherSettings`). A process builds and validates only what it runs:
+``pushrelay router`` reads the shared sections and the router's, nothing else;
+``pushrelay all-in-one`` builds :class:`Settings`, all three. Field names are
+the variable names without the prefix, so the flat ``PUSHRELAY_*`` names are
+the contract (docs/deploy.md lists them) and nothing reads the environment
+behind a service's back.
 """
 
 from __future__ import annotations
@@ -13,43 +18,27 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-S = TypeVar("S", bound="CommonSettings")
+S = TypeVar("S", bound="BaseSettings")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class CommonSettings(BaseSettings):
-    """Settings every service needs: Kafka, topics, Kubernetes, logging, metrics."""
-
+class _Section(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PUSHRELAY_", extra="ignore", validate_default=True, frozen=True
     )
+
+
+class KafkaSettings(_Section):
+    """The Kafka cluster, our topics, and how consumers commit."""
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     topic_prefix: str = Field("pushrelay.", description="prefix of all topic names")
     topic_partitions: int = Field(6, ge=1, description="partitions of topics we create")
     topic_replication: int = Field(1, ge=1, description="replication factor of topics we create")
     kafka_request_timeout: float = Field(10.0, gt=0, description="Kafka request timeout, s")
-    log_level: LogLevel = Field("INFO", description="log level")
-    log_format: Literal["json", "text"] = Field("json", description="log format")
-    kubeconfig: str | None = Field(
-        None, description="kubeconfig path (default: $KUBECONFIG, then in-cluster)"
-    )
-    health_host: str = Field("0.0.0.0", description="health/metrics listen host")
-    health_port: int = Field(
-        0, ge=0, le=65535,
-        description="health/metrics port for router/refresher (0: ephemeral)",
-    )
-    shutdown_timeout: float = Field(20.0, gt=0, description="graceful shutdown budget, s")
-    event_qps: float = Field(
-        2.0, gt=0,
-        description="Kubernetes Event writes per second per service, at most (aggregated; "
-                    "the rest wait for a later flush)",
-    )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, v: object) -> object:
-        return v.upper() if isinstance(v, str) else v
+    commit_interval: float = Field(
+        1.0, gt=0, description="how often router and refresher commit done offsets, s "
+                               "(a crash redoes at most this much)")
 
     @property
     def push_topic(self) -> str:
@@ -68,6 +57,42 @@ class CommonSettings(BaseSettings):
         return f"{self.topic_prefix}deliveries"
 
 
+class KubernetesSettings(_Section):
+    """The API server, and how much of it Events may use."""
+
+    kubeconfig: str | None = Field(
+        None, description="kubeconfig path (default: $KUBECONFIG, then in-cluster)"
+    )
+    event_qps: float = Field(
+        2.0, gt=0,
+        description="Kubernetes Event writes per second per service, at most (aggregated; "
+                    "the rest wait for a later flush)",
+    )
+
+
+class ProcessSettings(_Section):
+    """Logging, the health endpoints and the shutdown budget of one process."""
+
+    log_level: LogLevel = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="log format")
+    health_host: str = Field("0.0.0.0", description="health/metrics listen host")
+    health_port: int = Field(
+        0, ge=0, le=65535,
+        description="health/metrics port for router/refresher (0: ephemeral)",
+    )
+    shutdown_timeout: float = Field(
+        20.0, gt=0, description="graceful shutdown budget from SIGTERM to exit, s")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+
+class CommonSettings(KafkaSettings, KubernetesSettings, ProcessSettings):
+    """The shared sections: what every service (and the CLI) needs."""
+
+
 class IngressSettings(CommonSettings):
     ingress_host: str = Field("0.0.0.0", description="ingress listen host")
     ingress_port: int = Field(8080, ge=0, le=65535, description="ingress listen port")
@@ -84,6 +109,8 @@ class IngressSettings(CommonSettings):
     read_timeout: float = Field(10.0, gt=0, description="longest time to read a request, s")
     tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS when set")
     tls_key: str | None = Field(None, description="PEM private key for tls_cert")
+    ingress_keepalive_timeout: float = Field(
+        75.0, gt=0, description="idle keep-alive connections are closed after this, s")
 
     @field_validator("base_url")
     @classmethod
@@ -108,10 +135,12 @@ class RefresherSettings(CommonSettings):
         20_000, ge=100,
         description="requests held in memory before consumption pauses",
     )
+    refresh_patch_timeout: float = Field(
+        10.0, gt=0, description="longest wait for one Warehouse PATCH, s (then retried)")
 
 
 class Settings(IngressSettings, RouterSettings, RefresherSettings):
-    """Every setting: what ``all-in-one`` and the CLI use."""
+    """All three sections: what ``all-in-one`` validates (and the dev tools use)."""
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

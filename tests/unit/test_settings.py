@@ -61,3 +61,25 @@ def test_bad_values_are_clear_errors(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert name.removeprefix("PUSHRELAY_").lower() in str(caught.value)
+
+
+def test_each_process_validates_only_what_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad refresher knob does not stop a router or an ingress; all-in-one refuses it."""
+    from pushrelay.cli.services import settings_for
+    from pushrelay.infra.settings import IngressSettings, RouterSettings
+
+    monkeypatch.setenv("PUSHRELAY_REFRESH_QPS", "0")
+    assert type(settings_for(["router"])) is RouterSettings
+    assert type(settings_for(["ingress"])) is IngressSettings
+    with pytest.raises(SystemExit, match="PUSHRELAY_REFRESH_QPS"):
+        settings_for(["refresher"])
+    with pytest.raises(SystemExit, match="PUSHRELAY_REFRESH_QPS"):
+        settings_for(["ingress", "router", "refresher"])
+
+
+def test_router_settings_have_no_refresher_fields() -> None:
+    from pushrelay.infra.settings import RouterSettings
+
+    assert "refresh_qps" not in RouterSettings.model_fields
+    assert "ingress_port" not in RouterSettings.model_fields
+    assert "kafka_bootstrap" in RouterSettings.model_fields
