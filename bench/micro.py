@@ -22,10 +22,10 @@ from aiohttp import web
 
 from bench.cluster import Target, create_projects, create_warehouses, payload
 from bench.common import Context, Section, ratio
+from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import encode, new_id
 from pushrelay.infra import metrics
 from pushrelay.infra.bus import ensure_topics, new_producer
-from pushrelay.infra.deliveries import DeliveryFact
 from pushrelay.infra.kube.client import merge_patch, new_api_client
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
 from pushrelay.infra.kube.resources import PROJECT_CONFIG, WAREHOUSE

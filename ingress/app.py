@@ -28,10 +28,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ingress.openapi import openapi_document
 from ingress.payload import InvalidBody, build_event, parse_push
+from pushrelay.core.deliveries import DeliveryFact, Outcome
 from pushrelay.core.events import PushEvent, new_id
 from pushrelay.core.receivers import QUAY, Receiver, base_path_of, join_path
 from pushrelay.infra import metrics
-from pushrelay.infra.deliveries import DeliveryFact, Outcome
 from pushrelay.infra.logs import short_hash
 from pushrelay.infra.runtime import Service, health_routes
 from pushrelay.infra.settings import IngressSettings

@@ -22,8 +22,9 @@ from kubernetes_asyncio.client import ApiClient
 from ingress.app import OnDelivery, WebhookHandler, build_app
 from ingress.publisher import KafkaPublisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
+from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.receivers import Receiver
-from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
+from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
 from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all

@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from pushrelay.core.deliveries import DeliveryFact, Outcome
 from pushrelay.core.events import Cause, DeadLetter, WarehouseRef
 from pushrelay.infra import metrics
-from pushrelay.infra.deliveries import DeliveryFact, Outcome
 from pushrelay.infra.kube.errors import KubeError
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
 from pushrelay.infra.kube.resources import WAREHOUSE

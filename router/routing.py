@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import (
     Cause,
     InvalidEvent,
@@ -29,7 +30,6 @@ from pushrelay.core.events import (
 )
 from pushrelay.core.matching import WarehouseIndex, event_urls, route
 from pushrelay.infra.bus import dead_letter_for
-from pushrelay.infra.deliveries import DeliveryFact
 
 log = logging.getLogger(__name__)
 

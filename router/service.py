@@ -32,6 +32,7 @@ from aiokafka.errors import (
 )
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import encode
 from pushrelay.core.matching import Compiler
 from pushrelay.infra import metrics
@@ -43,7 +44,7 @@ from pushrelay.infra.bus import (
     new_producer,
     watchdog_timeout,
 )
-from pushrelay.infra.deliveries import DeliveryFact, DeliveryLog
+from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
 from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all

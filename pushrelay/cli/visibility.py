@@ -20,12 +20,13 @@ from typing import Any
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.core.deliveries import Delivery, fold
 from pushrelay.core.receivers import (
     ConfigReceivers,
     parse_receivers,
     receivers_for,
 )
-from pushrelay.infra.deliveries import Delivery, fold, read_deliveries, read_facts
+from pushrelay.infra.deliveries import read_deliveries, read_facts
 from pushrelay.infra.kube.client import api_client, get_object, list_objects
 from pushrelay.infra.kube.errors import Action, KubeError
 from pushrelay.infra.kube.resources import (

@@ -260,7 +260,7 @@ def _rewrite_range(text: str) -> str:
     return out
 
 
-def _matchable(text: str) -> str:
+def re2_subject(text: str) -> str:
     """``text`` with lone surrogates replaced so RE2 can read it as UTF-8."""
     try:
         text.encode("utf-8")
@@ -285,7 +285,7 @@ class Constraint:
             raise InvalidConstraint(
                 text, f"constraint string is too long (max {MAX_CONSTRAINT_LEN} bytes)"
             )
-        ors = _rewrite_range(_matchable(text)).split("||")
+        ors = _rewrite_range(re2_subject(text)).split("||")
         if len(ors) > MAX_CONSTRAINT_GROUPS:
             raise InvalidConstraint(
                 text, f"too many constraint groups (max {MAX_CONSTRAINT_GROUPS})"

@@ -1,10 +1,10 @@
-"""Which Warehouses a push refreshes (SPEC section 6): a pure, in-memory index.
+"""Which Warehouses a push refreshes (docs/contracts.md, "Matching"): a pure index.
 
-The router keeps a :class:`WarehouseIndex` up to date from an informer, and
-``pushrelay explain`` builds one from a single LIST; both then ask
-:func:`route`, so the CLI's answer is the router's answer. Nothing here does
-I/O. (This lives in ``pushrelay/`` rather than ``router/`` because the CLI
-needs it too, and services and the shared package must not import each other.)
+With :mod:`pushrelay.core.qualifiers` (what one subscription accepts) this is
+the matching family of the core. The router keeps a :class:`WarehouseIndex` up
+to date from an informer, and ``pushrelay explain`` builds one from a single
+LIST; both then ask :func:`route`, so the CLI's answer is the router's answer.
+Nothing here does I/O.
 
 * Subscriptions are compiled (constraints parsed, regexes built) once per
   Warehouse *generation*: an unchanged Warehouse seen again (re-list, status
@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from pushrelay.core.normalize import normalize_chart, normalize_image, repo_urls
+from pushrelay.core.qualifiers import CompiledSubscription, compile_subscription
 
 #: Kinds of subscription a registry push can refresh (``git`` is indexed only).
 PUSHABLE_KINDS = frozenset({"image", "chart"})
@@ -34,50 +35,8 @@ PUSHABLE_KINDS = frozenset({"image", "chart"})
 COMPILE_CACHE_SIZE = 16384
 
 
-class VerdictLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class CompiledLike(Protocol):
-    """What :mod:`pushrelay.core.qualifiers` compiles one subscription into."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def repo_url(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-    def qualify(self, tag: str) -> VerdictLike: ...
-
-
-Compiler = Callable[[Mapping[str, Any]], CompiledLike]
-
-
-def default_compiler() -> Compiler:
-    from pushrelay.core.qualifiers import compile_subscription
-
-    return compile_subscription
-
-
-@dataclass(frozen=True, slots=True)
-class _Broken:
-    """A subscription the compiler itself choked on: indexed, never matched."""
-
-    kind: str
-    repo_url: str
-    error: str
-
-    def qualify(self, tag: str) -> VerdictLike:
-        return _Verdict(False, self.error)
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    ok: bool
-    reason: str
+#: Compiles one raw subscription (tests inject counting fakes).
+Compiler = Callable[[Mapping[str, Any]], CompiledSubscription]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +44,7 @@ class Subscription:
     namespace: str
     warehouse: str
     position: int  # index in spec.subscriptions
-    compiled: CompiledLike
+    compiled: CompiledSubscription
     repo_url: str  # normalized, as indexed
 
     @property
@@ -122,20 +81,6 @@ def _digest(value: Any) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def _kind_of(sub: Any) -> str:
-    if isinstance(sub, Mapping):
-        for kind in ("image", "chart", "git"):
-            if isinstance(sub.get(kind), Mapping):
-                return kind
-    return "unknown"
-
-
-def _raw_url(sub: Any, kind: str) -> str:
-    body = sub.get(kind) if isinstance(sub, Mapping) else None
-    url = body.get("repoURL") if isinstance(body, Mapping) else None
-    return url if isinstance(url, str) else ""
-
-
 def normalize_url(kind: str, url: str) -> str:
     """A subscription's repoURL as the index keys it (Kargo's normalization)."""
     if not url:
@@ -147,11 +92,11 @@ class WarehouseIndex:
     """Warehouses by normalized subscription URL → namespace → subscriptions."""
 
     def __init__(self, compiler: Compiler | None = None) -> None:
-        self._compile = compiler or default_compiler()
+        self._compile = compiler or compile_subscription
         self._warehouses: dict[tuple[str, str], Warehouse] = {}
         self._fingerprints: dict[tuple[str, str], tuple[str, object]] = {}
         self._by_url: dict[str, dict[str, dict[tuple[str, int], Subscription]]] = {}
-        self._cache: dict[bytes, CompiledLike] = {}
+        self._cache: dict[bytes, CompiledSubscription] = {}
 
     def __len__(self) -> int:
         return len(self._warehouses)
@@ -220,24 +165,21 @@ class WarehouseIndex:
         return Subscription(namespace, name, position, compiled,
                             normalize_url(compiled.kind, compiled.repo_url))
 
-    def _compile_one(self, sub: Any) -> CompiledLike:
+    def _compile_one(self, sub: Any) -> CompiledSubscription:
         """Compile, sharing the result between identical subscriptions (the same
         repository and rules in dev/staging/prod Warehouses): compiled
-        subscriptions are immutable, and parsing constraints is the slow part."""
-        kind = _kind_of(sub)
-        try:
-            if not isinstance(sub, Mapping):
-                raise ValueError("subscription is not an object")
-            key = _digest(sub)
-            compiled = self._cache.get(key)
-            if compiled is None:
-                compiled = self._compile(sub)
-                if len(self._cache) >= COMPILE_CACHE_SIZE:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = compiled
-            return compiled
-        except Exception as exc:  # noqa: BLE001 - one bad subscription stays contained
-            return _Broken(kind, _raw_url(sub, kind), f"cannot compile subscription: {exc}")
+        subscriptions are immutable, and parsing constraints is the slow part.
+
+        Invalid subscriptions compile to an error (the compiler never raises for
+        input); an exception here is a bug and propagates."""
+        key = _digest(sub)
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = self._compile(sub)
+            if len(self._cache) >= COMPILE_CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = compiled
+        return compiled
 
 
 def event_urls(urls: Iterable[str], repository: str | None = None) -> list[str]:

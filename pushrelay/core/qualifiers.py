@@ -40,7 +40,7 @@ from typing import Any, Literal, Protocol
 
 import re2
 
-from pushrelay.core.constraints import Constraint, InvalidConstraint
+from pushrelay.core.constraints import Constraint, InvalidConstraint, re2_subject
 from pushrelay.core.semver import InvalidVersion, Version, parse, parse_strict, quote
 
 __all__ = [
@@ -70,15 +70,6 @@ class _Rule(Protocol):
     def qualify(self, tag: str) -> Verdict: ...
 
 
-def _matchable(text: str) -> str:
-    """``text`` with lone surrogates replaced so RE2 can read it as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
 @dataclass(frozen=True, slots=True)
 class _Never:
     reason: str
@@ -95,7 +86,7 @@ class _TagFilter:
     ignore: tuple[tuple[str, Any], ...] = ()
 
     def reject(self, tag: str) -> str | None:
-        subject = _matchable(tag)
+        subject = re2_subject(tag)
         for pattern, regex in self.ignore:
             if regex.search(subject) is not None:
                 return f"tag {quote(tag)} excluded by ignoreTagsRegexes {quote(pattern)}"
@@ -245,7 +236,7 @@ def _regexes(body: Mapping[str, Any], key: str) -> tuple[tuple[str, Any], ...]:
         if not isinstance(pattern, str):
             raise _Invalid(f"{key}[{i}] must be a string")
         try:
-            compiled.append((pattern, re2.compile(_matchable(pattern), _OPTIONS)))
+            compiled.append((pattern, re2.compile(re2_subject(pattern), _OPTIONS)))
         except re2.error as err:
             detail = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else err
             raise _Invalid(f"error compiling {key}[{i}] {quote(pattern)}: {detail}") from None

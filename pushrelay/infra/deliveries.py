@@ -1,12 +1,10 @@
-"""Delivery visibility: what happened to each webhook delivery (SPEC section 8).
+"""Delivery visibility on Kafka: facts onto the deliveries topic, and read back.
 
-Every stage appends facts about a delivery to the compacted ``deliveries``
-topic, keyed ``<delivery>/<stage>[/<warehouse>]`` so each fact survives
-compaction on its own: the ingress records *accepted* or *rejected* (with the
-reason), the router *matched N* Warehouses, the refresher *refreshed* or
-*failed* per Warehouse. :func:`read_deliveries` folds the facts back into one
-row per delivery. The record lives in Kafka, so it survives restarts and is the
-same whichever replica handled the delivery.
+Every stage appends facts (:class:`pushrelay.core.deliveries.DeliveryFact`)
+about a delivery to the compacted ``deliveries`` topic;
+:func:`read_deliveries` reads them and folds them into one row per delivery.
+The record lives in Kafka, so it survives restarts and is the same whichever
+replica handled the delivery.
 
 Recording never slows or fails the request path: :class:`DeliveryLog` queues
 facts and a background task produces them; if the queue is full the fact is
@@ -18,119 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import Literal
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pushrelay.core.events import now
+from pushrelay.core.deliveries import Delivery, DeliveryFact, fold, parse_fact
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 ProducerSource = Callable[[], AIOKafkaProducer | None]
-Outcome = Literal["accepted", "rejected", "matched", "refreshed", "dropped", "failed"]
-Stage = Literal["ingress", "router", "refresher"]
-
-
-class DeliveryFact(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-    schema_: Literal["pushrelay.delivery/v1"] = Field("pushrelay.delivery/v1", alias="schema")
-    delivery: str
-    stage: Stage
-    outcome: Outcome
-    at: datetime = Field(default_factory=now)
-    receiver: str | None = None
-    project: str | None = None
-    repository: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    reason: str | None = None
-    warehouses: list[str] = Field(default_factory=list)
-    test_notification: bool = False
-
-    @property
-    def key(self) -> bytes:
-        suffix = f"/{self.warehouses[0]}" if self.stage == "refresher" and self.warehouses else ""
-        return f"{self.delivery}/{self.stage}{suffix}".encode()
-
-
-class Delivery(BaseModel):
-    """One delivery, folded from its facts."""
-
-    delivery: str
-    received_at: datetime | None = None
-    receiver: str | None = None
-    project: str | None = None
-    repository: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    outcome: str = "unknown"
-    reason: str | None = None
-    matched: list[str] = Field(default_factory=list)
-    refreshed: list[str] = Field(default_factory=list)
-    failed: list[str] = Field(default_factory=list)
-    test_notification: bool = False
-
-    def summary(self) -> str:
-        if self.outcome == "rejected":
-            return f"rejected: {self.reason}"
-        if self.outcome == "failed" and not self.matched:
-            return f"failed: {self.reason}"
-        if self.failed:
-            return f"failed {len(self.failed)}/{len(self.matched)}: {self.reason or ''}".strip()
-        if self.refreshed:
-            return f"refreshed {len(self.refreshed)}/{len(self.matched)}"
-        if self.outcome in ("matched", "refreshed"):
-            return f"matched {len(self.matched)} warehouses"
-        return self.outcome
-
-
-def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
-    """Facts, in any order (stages' clocks race by milliseconds) → deliveries, newest first."""
-    rows: dict[str, Delivery] = {}
-    ingress: dict[str, str] = {}
-    routed: set[str] = set()
-    for fact in sorted(facts, key=lambda f: f.at):
-        row = rows.setdefault(fact.delivery, Delivery(delivery=fact.delivery))
-        if fact.stage == "ingress":
-            row.received_at = fact.at
-            row.receiver, row.project = fact.receiver, fact.project
-            row.repository, row.tags = fact.repository, list(fact.tags)
-            row.test_notification = fact.test_notification
-            ingress[fact.delivery] = fact.outcome
-            if fact.outcome != "accepted":
-                row.reason = fact.reason
-        elif fact.stage == "router":
-            routed.add(fact.delivery)
-            row.matched = list(fact.warehouses)
-            row.receiver = row.receiver or fact.receiver
-            row.project = row.project or fact.project
-        elif fact.outcome == "refreshed":
-            row.refreshed = sorted(set(row.refreshed) | set(fact.warehouses))
-        else:
-            row.failed = sorted(set(row.failed) | set(fact.warehouses))
-            row.reason = fact.reason
-    for delivery, row in rows.items():
-        first = ingress.get(delivery, "unknown")
-        if first in ("rejected", "failed"):
-            row.outcome = first
-        elif row.failed:
-            row.outcome = "failed"
-        elif row.refreshed:
-            row.outcome = "refreshed"
-        elif delivery in routed:
-            row.outcome = "matched"
-        else:
-            row.outcome = first
-    return _newest_first(rows.values())
-
-
-def _newest_first(rows: Iterable[Delivery]) -> list[Delivery]:
-    def when(row: Delivery) -> float:
-        return row.received_at.timestamp() if row.received_at else 0.0
-    return sorted(rows, key=when, reverse=True)
 
 
 class DeliveryLog:
@@ -187,15 +82,6 @@ class DeliveryLog:
                 log.warning("could not record delivery fact: %s", exc)
             finally:
                 self._queue.task_done()
-
-
-def parse_fact(raw: bytes | None) -> DeliveryFact | None:
-    if not raw:
-        return None
-    try:
-        return DeliveryFact.model_validate_json(raw)
-    except ValidationError:
-        return None
 
 
 async def read_facts(settings: CommonSettings, max_wait: float = 10.0) -> list[DeliveryFact]:

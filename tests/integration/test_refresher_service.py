@@ -13,8 +13,9 @@ import uuid
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.core.deliveries import Delivery
 from pushrelay.core.events import decode_dead_letter
-from pushrelay.infra.deliveries import Delivery, read_deliveries
+from pushrelay.infra.deliveries import read_deliveries
 from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
 from tests.integration.refresher_support import (

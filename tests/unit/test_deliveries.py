@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pushrelay.infra.deliveries import DeliveryFact, fold, parse_fact
+from pushrelay.core.deliveries import DeliveryFact, fold, parse_fact
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

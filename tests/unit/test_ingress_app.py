@@ -16,9 +16,9 @@ from aiohttp import ClientSession, web
 
 from ingress.app import DELIVERY_HEADER, WebhookHandler, build_app
 from ingress.service import LINGERING_TIME
+from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent
 from pushrelay.core.receivers import Owner, Receiver, receiver_path
-from pushrelay.infra.deliveries import DeliveryFact
 from pushrelay.infra.settings import IngressSettings
 
 SECRET = "s3cr3t-value"
