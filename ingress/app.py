@@ -1,4 +1,4 @@
-"""The ingress HTTP application (SPEC section 4).
+"""The ingress HTTP application (docs/contracts.md, "Ingress HTTP").
 
 One catch-all route handles every path that is not a health or document route:
 

@@ -1,6 +1,7 @@
 """The Quay.io "Push to Repository" payload: validated, then turned into a push event.
 
-Decisions (SPEC section 4 is the contract; where it is silent we follow Kargo):
+Decisions (docs/contracts.md, "Ingress HTTP", is the contract; where it is silent
+we follow Kargo):
 
 * The body must be a JSON object with a string ``docker_url`` of 1 to 1024
   characters (any string, as in Kargo: one that does not parse as a repository

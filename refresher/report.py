@@ -145,7 +145,8 @@ class Reporter:
 
     def _record_facts(self, ref: WarehouseRef, items: list[Item], outcome: Outcome,
                       reason: str | None = None) -> None:
-        """One delivery fact per distinct delivery behind this attempt (SPEC section 8)."""
+        """One delivery fact per distinct delivery behind this attempt
+        (docs/contracts.md, "Delivery visibility")."""
         if self._facts is None:
             return
         seen: set[str] = set()

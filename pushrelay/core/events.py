@@ -1,4 +1,4 @@
-"""The event contract on Kafka (SPEC section 5): typed models, JSON at the edge.
+"""The event contract on Kafka (docs/contracts.md, "Events"): typed models, JSON at the edge.
 
 Producers build models and call :func:`encode`; consumers call a ``decode_*``
 function which returns a model or raises :class:`InvalidEvent` with a reason fit

@@ -1,4 +1,4 @@
-"""The HTTP contract of SPEC section 4, on the real aiohttp app with stand-ins for
+"""The HTTP contract (docs/contracts.md, "Ingress HTTP"), on the real aiohttp app with stand-ins for
 the registry and Kafka (the integration tests run it against the real ones)."""
 
 from __future__ import annotations

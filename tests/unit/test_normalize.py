@@ -1,4 +1,4 @@
-"""Repository URL normalization agrees with Kargo's (SPEC section 6)."""
+"""Repository URL normalization agrees with Kargo's (docs/contracts.md, "Matching")."""
 
 from __future__ import annotations
 

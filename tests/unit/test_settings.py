@@ -1,4 +1,5 @@
-"""Settings come from PUSHRELAY_* variables with the SPEC's names and defaults."""
+"""Settings: PUSHRELAY_* variables with their documented names and defaults
+(docs/contracts.md, "Settings")."""
 
 from __future__ import annotations
 
