@@ -119,6 +119,9 @@ class KafkaPublisher:
                 async with asyncio.timeout(self._settings.kafka_request_timeout + 5):
                     await bus.ensure_topics(self._settings)
                     await producer.start()
+            except asyncio.CancelledError:  # stopped while connecting: leave nothing open
+                await _close_quietly(producer)
+                raise
             except (KafkaError, OSError, TimeoutError) as exc:
                 failures += 1
                 self._failed(f"{type(exc).__name__}: {exc}"[:200])

@@ -162,15 +162,17 @@ async def committed_offsets(settings: Settings) -> dict[int, int]:
             if tp.topic == settings.refresh_topic}
 
 
-async def end_offsets(settings: Settings) -> dict[int, int]:
+async def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    """End offset per partition of ``topic`` (default: refresh-requests)."""
+    topic = topic or settings.refresh_topic
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(settings.refresh_topic) or set()
+        parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
             await consumer.topics()
-            parts = consumer.partitions_for_topic(settings.refresh_topic) or set()
-        tps = [TopicPartition(settings.refresh_topic, p) for p in parts]
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubernetes_asyncio.client import ApiClient
 
 import ingress.service
@@ -39,6 +39,7 @@ from router.service import RouterService
 from tests.integration.conftest import eventually
 from tests.integration.refresher_support import (
     create_warehouses,
+    end_offsets,
     produce,
     request,
     running_refresher,
@@ -170,15 +171,7 @@ async def test_a_bug_in_the_patch_path_is_retried_after_restart_never_dead_lette
 
 
 async def dead_letters(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
-        tps = [TopicPartition(settings.dead_letter_topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-    return sum(ends.values())
+    return sum((await end_offsets(settings, settings.dead_letter_topic)).values())
 
 
 # ---- SIGTERM with nothing reachable ------------------------------------------------
