@@ -209,7 +209,23 @@ current-context: x
 def test_sigterm_ends_every_service_with_nothing_reachable(
     command: str, unreachable_env: dict[str, str], tmp_path: Path,
 ) -> None:
-    """The process ends after SIGTERM (or on its own, having failed to start).
+    """The process ends after SIGTERM (or on its own, having failed to start)."""
+    sigterm_and_measure(command, unreachable_env, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["router", "refresher", "all-in-one"])
+def test_sigterm_ends_every_service_with_the_api_server_unreachable(
+    command: str, unreachable_env: dict[str, str], devstack_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Kafka up, the API server gone: every service starts, then SIGTERM ends it."""
+    env = {**unreachable_env, "PUSHRELAY_KAFKA_BOOTSTRAP": devstack_env[
+        "PUSHRELAY_KAFKA_BOOTSTRAP"], "PUSHRELAY_TOPIC_PREFIX": f"t{os.getpid()}{command}."}
+    sigterm_and_measure(command, env, tmp_path)
+
+
+def sigterm_and_measure(command: str, env: dict[str, str], tmp_path: Path) -> None:
+    """Run ``pushrelay <command>``; SIGTERM once it runs; it must exit cleanly.
 
     The time from SIGTERM to exit is printed, not asserted (the machine is
     shared); the generous bound only catches a hang.
@@ -217,7 +233,7 @@ def test_sigterm_ends_every_service_with_nothing_reachable(
     log = tmp_path / "service.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pushrelay", command],
-                                env=unreachable_env, cwd=ROOT, stdout=out,
+                                env=env, cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         wait_for_text(log, proc, ("services running", "failed to start", "Traceback"))
@@ -232,7 +248,9 @@ def test_sigterm_ends_every_service_with_nothing_reachable(
             proc.kill()
             proc.wait()
     text = log.read_text(errors="replace")
-    print(f"\n{command}: {'failed to start, no SIGTERM' if exited_early else 'SIGTERM'} -> "
+    kafka = env["PUSHRELAY_KAFKA_BOOTSTRAP"]
+    print(f"\n{command} (Kafka {kafka}, API server unreachable): "
+          f"{'failed to start, no SIGTERM' if exited_early else 'SIGTERM'} -> "
           f"exit {code} after {elapsed:.2f}s (PUSHRELAY_SHUTDOWN_TIMEOUT=5)")
     assert code == (1 if exited_early else 0), text[-3000:]
     assert "Traceback" not in text, text[-3000:]
