@@ -29,7 +29,6 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from kubernetes_asyncio.client import ApiClient
 
-import ingress.service
 from ingress.service import IngressService
 from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
@@ -187,7 +186,7 @@ async def test_slowloris_headers_are_cut_off_and_others_are_served(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Headers trickled one byte every 0.5 s: the connection is closed after the idle
     timeout (75 s in production; 3 s here), while a normal client gets its 202."""
-    monkeypatch.setattr(ingress.service, "KEEPALIVE_TIMEOUT", 3.0)
+    settings = settings.model_copy(update={"ingress_keepalive_timeout": 3.0})
     path = await project_with_receiver(kube, namespace, secret=SECRET)
     async with running_ingress(settings) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
