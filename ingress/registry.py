@@ -160,7 +160,7 @@ class ReceiverRegistry:
         configs = [
             (obj, receivers_for(
                 obj, base_url=self._settings.base_url, lookup=lookup,
-                cluster_secrets_namespace=self._settings.cluster_secrets_namespace))
+                system_resources_namespace=self._settings.system_resources_namespace))
             for obj in self._config_objects()
         ]
         table, unserved = index_receivers(c for _, c in configs)

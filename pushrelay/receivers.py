@@ -228,7 +228,7 @@ def secret_value(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str | 
 
 
 def receivers_for(
-    obj: Mapping[str, Any], *, base_url: str, cluster_secrets_namespace: str,
+    obj: Mapping[str, Any], *, base_url: str, system_resources_namespace: str,
     lookup: SecretLookup,
 ) -> ConfigReceivers:
     """Every Quay.io receiver one ProjectConfig or ClusterConfig declares."""
@@ -237,7 +237,7 @@ def receivers_for(
     configs, problems = parse_receivers(obj)
     result.unserved += [Unserved(owner, name, reason) for name, reason in problems]
     if owner.kind == CLUSTER_CONFIG_KIND:
-        project, secrets_namespace = "", cluster_secrets_namespace
+        project, secrets_namespace = "", system_resources_namespace
     else:
         project = secrets_namespace = owner.namespace
         if owner.name != owner.namespace:  # Kargo's admission webhook forbids this

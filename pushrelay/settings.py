@@ -8,9 +8,9 @@ for documentation and for ``python -m <service>``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -72,8 +72,15 @@ class IngressSettings(CommonSettings):
     ingress_port: int = Field(8080, ge=0, le=65535, description="ingress listen port")
     base_url: str = Field("http://localhost:8080", description="public base URL of receivers")
     write_status: bool = Field(False, description="write ProjectConfig.status.webhookReceivers")
-    cluster_secrets_namespace: str = Field(
-        "kargo-cluster-secrets", description="namespace of ClusterConfig receiver secrets"
+    system_resources_namespace: str = Field(
+        "kargo-system-resources", min_length=1,
+        description="namespace of ClusterConfig receiver secrets (Kargo's "
+                    "SYSTEM_RESOURCES_NAMESPACE)",
+    )
+    cluster_secrets_namespace: str | None = Field(
+        None, min_length=1,
+        description="deprecated alias of system_resources_namespace (which wins when both "
+                    "are set)",
     )
     max_body_bytes: int = Field(2 * 1024 * 1024, gt=0, description="largest accepted body")
     publish_timeout: float = Field(
@@ -88,6 +95,27 @@ class IngressSettings(CommonSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_alias(cls, data: Any) -> Any:
+        """``cluster_secrets_namespace`` fills ``system_resources_namespace`` if that is unset."""
+        if (isinstance(data, dict) and data.get("cluster_secrets_namespace")
+                and "system_resources_namespace" not in data):
+            return {**data, "system_resources_namespace": data["cluster_secrets_namespace"]}
+        return data
+
+    def deprecations(self) -> list[str]:
+        """One line per deprecated setting in use, for the log at start."""
+        old = self.cluster_secrets_namespace
+        if old is None:
+            return []
+        line = ("PUSHRELAY_CLUSTER_SECRETS_NAMESPACE is deprecated: set "
+                "PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE instead")
+        if old != self.system_resources_namespace:
+            line += (f" (ignored: PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE="
+                     f"{self.system_resources_namespace} wins)")
+        return [line]
 
 
 class RouterSettings(CommonSettings):

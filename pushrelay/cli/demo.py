@@ -27,7 +27,7 @@ import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay import logs
-from pushrelay.cli.services import SERVICES, create_service
+from pushrelay.cli.services import SERVICES, create_service, log_deprecations
 from pushrelay.deliveries import read_deliveries
 from pushrelay.kube.client import api_client, get_object, request_json
 from pushrelay.kube.errors import KubeError
@@ -239,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         refresh_min_interval=1.0,
     )
     logs.configure(settings.log_level, settings.log_format)
+    log_deprecations(settings)
     install_event_loop_policy()
     try:
         return asyncio.run(demo(settings, args.once))

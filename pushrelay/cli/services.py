@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from pushrelay.settings import Settings
 
 SERVICES = ("ingress", "router", "refresher")
 
+log = logging.getLogger(__name__)
+
 
 def load_settings(**overrides: Any) -> Settings:
     try:
@@ -34,6 +37,12 @@ def load_settings(**overrides: Any) -> Settings:
         lines = [f"  PUSHRELAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
                  for e in exc.errors()]
         raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def log_deprecations(settings: Settings) -> None:
+    """A warning per deprecated setting in use (call once logging is configured)."""
+    for line in settings.deprecations():
+        log.warning(line)
 
 
 def create_service(name: str, settings: Settings,
@@ -61,6 +70,7 @@ async def run_services(names: Sequence[str], settings: Settings) -> int:
 def run(names: Sequence[str], settings: Settings | None = None) -> int:
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
+    log_deprecations(settings)
     install_event_loop_policy()
     return asyncio.run(run_services(names, settings))
 

@@ -89,10 +89,10 @@ async def _secrets(
 async def collect_receivers(settings: Settings, namespace: str | None) -> list[dict[str, Any]]:
     async with api_client(settings.kubeconfig) as api:
         configs = await _configs(api, namespace)
-        secrets = await _secrets(api, configs, settings.cluster_secrets_namespace)
+        secrets = await _secrets(api, configs, settings.system_resources_namespace)
     declared: list[ConfigReceivers] = [
         receivers_for(c, base_url=settings.base_url,
-                      cluster_secrets_namespace=settings.cluster_secrets_namespace,
+                      system_resources_namespace=settings.system_resources_namespace,
                       lookup=lambda ns, name: secrets.get((ns, name)))
         for c in configs
     ]

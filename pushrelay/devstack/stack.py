@@ -35,7 +35,9 @@ from pushrelay.devstack.paths import StatePaths, default_state_dir
 ETCD, APISERVER, KAFKA = kube.ETCD, kube.APISERVER, kafka.COMPONENT
 CONTROLLER_MANAGER = kube.CONTROLLER_MANAGER
 COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, KAFKA)  # stop order is the reverse
-NAMESPACES = ("kargo-cluster-secrets",)
+#: Kargo's system-resources namespace (ClusterConfig receiver Secrets), and the
+#: deprecated cluster-secrets namespace its migration copies from.
+NAMESPACES = ("kargo-system-resources", "kargo-cluster-secrets")
 
 
 def _stderr(msg: str) -> None:

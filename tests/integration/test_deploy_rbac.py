@@ -48,7 +48,7 @@ FIELD_MANAGER = "pushrelay-test"
 SERVICES = ("ingress", "router", "refresher")
 
 KARGO_API = f"/apis/{KARGO}/v1alpha1"
-CLUSTER_SECRETS_NS = "kargo-cluster-secrets"
+CLUSTER_SECRETS_NS = "kargo-system-resources"
 
 
 # What the SubjectAccessReview matrix asks about: (group, resource, namespaced).

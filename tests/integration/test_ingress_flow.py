@@ -306,7 +306,7 @@ async def test_status_not_written_when_disabled(
 
 async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
                                        http: ClientSession) -> None:
-    secret_ns = settings.cluster_secrets_namespace
+    secret_ns = settings.system_resources_namespace
     suffix = uuid.uuid4().hex[:8]
     name, secret_name, secret = f"cluster-quay-{suffix}", f"quay-{suffix}", f"cs-{suffix}"
     await put_secret(kube, secret_ns, secret_name, {"secret": secret})
