@@ -3,10 +3,10 @@
 One catch-all route handles every path that is not a health or document route:
 
 * a path that is not shaped like a receiver (``<base>/quay/<one segment>``) → 404;
-* any method but POST on a receiver-shaped path → 405 (for every hash alike, so
-  the method reveals nothing about which receivers exist);
-* receivers not loaded yet → 503; unknown hash → 404 (one dictionary lookup,
-  the same body for every unknown or malformed hash, the body is not read);
+* receivers not loaded yet → 503; unknown or malformed hash → 404 whatever the
+  method (one dictionary lookup; the same body as any unknown path, the body is
+  not read), as Kargo's server answers;
+* any method but POST on a served receiver's path → 405;
 * body over ``max_body_bytes`` → 413 from Content-Length, or while reading a
   chunked body; slower than ``read_timeout`` → 408; not a push payload → 400;
 * Kafka acknowledged → 202; it did not within ``publish_timeout`` → 503 + Retry-After.
@@ -126,8 +126,6 @@ class WebhookHandler:
         path = request.path
         if not self.shaped(path):
             return self._reject("not_found", _error(404, "not found"))
-        if request.method != "POST":
-            return self._reject("method", _error(405, "method not allowed", {"Allow": "POST"}))
         not_ready = self._receivers.readiness()
         if not_ready is not None:
             return self._reject("not_ready", _error(503, "receivers are not loaded yet",
@@ -136,6 +134,8 @@ class WebhookHandler:
         if receiver is None:
             log.debug("unknown receiver path", extra={"hash": short_hash(path)})
             return self._reject("not_found", _error(404, "not found"))
+        if request.method != "POST":
+            return self._reject("method", _error(405, "method not allowed", {"Allow": "POST"}))
         return await self._deliver(request, receiver, new_id())
 
     async def _deliver(self, request: web.Request, receiver: Receiver,

@@ -138,15 +138,26 @@ async def test_not_found_is_the_same_for_every_unknown_path(harness: Harness) ->
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
-async def test_method_not_allowed_on_any_receiver_shaped_path(harness: Harness,
-                                                              method: str) -> None:
-    for path in (PATH, "/quay/" + "0" * 64):
-        async with harness.session.request(method, harness.base + path) as resp:
-            assert resp.status == 405
-            assert resp.headers["Allow"] == "POST"
-            assert await resp.json() == {"error": "method not allowed"}
+async def test_method_not_allowed_only_on_a_served_receiver_path(harness: Harness,
+                                                                 method: str) -> None:
+    async with harness.session.request(method, harness.base + PATH) as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "POST"
+        assert await resp.json() == {"error": "method not allowed"}
     async with harness.session.head(harness.base + PATH) as resp:
         assert resp.status == 405
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_unknown_receiver_paths_are_404_whatever_the_method(harness: Harness,
+                                                                  method: str) -> None:
+    answers = set()
+    for path in ("/quay/" + "0" * 64, "/quay/" + HASH[:-1] + "0", "/quay/short",
+                 "/quay/" + HASH.upper(), "/quay/", "/elsewhere"):
+        async with harness.session.request(method, harness.base + path) as resp:
+            answers.add((resp.status, "Allow" in resp.headers, await resp.read()))
+    expected = b"" if method == "HEAD" else b'{"error": "not found"}'
+    assert answers == {(404, False, expected)}
 
 
 async def test_too_large_from_content_length(harness: Harness) -> None:
