@@ -55,7 +55,7 @@ from pushrelay.events import (
 )
 from pushrelay.kube.client import new_api_client
 from pushrelay.kube.events import EventRecorder
-from pushrelay.matching import Compiler, event_urls, route
+from pushrelay.matching import Compiler, event_urls, miss, route
 from pushrelay.runtime import Service
 from pushrelay.settings import RouterSettings
 from router.index import LiveIndex
@@ -250,11 +250,16 @@ class RouterService:
             out.append(_Outgoing(self.settings.refresh_topic, encode(request), request.key,
                                  False))
         if event.delivery:
+            # Nothing matched: say why (a second walk over the few subscriptions in scope).
+            why = miss(self.live.index, urls, event.tags, event.scope.project) if not matches \
+                else None
             self._facts.append(DeliveryFact(
                 delivery=event.delivery, stage="router", outcome="matched",
                 receiver=event.receiver, project=event.scope.project,
                 repository=event.repository[:1024], tags=event.tags[:MAX_CAUSE_TAGS],
                 warehouses=[f"{m.namespace}/{m.name}" for m in matches[:MAX_FACT_WAREHOUSES]],
+                subscriptions=why.subscriptions if why else None,
+                reason=why.reason[:1000] if why and why.reason else None,
             ))
         if matches or log.isEnabledFor(logging.DEBUG):
             log.log(logging.INFO if matches else logging.DEBUG, "routed push event", extra={
