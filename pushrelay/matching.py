@@ -296,6 +296,7 @@ def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
     verdicts: dict[int, list[str]] = {}  # identical subscriptions share a compiled object
     for url in urls:
         for sub in _in_scope(index, url, project):
+            ok: list[str] | None
             if not tag_list:
                 if sub.kind not in PUSHABLE_KINDS:
                     continue

@@ -191,8 +191,8 @@ def render(result: Explanation, out: TextIO) -> None:
     what = f"push of {', '.join(result.tags)}" if result.tags else "push with no tags"
     out.write(f"{what} to {result.urls[0] if result.urls else '?'} (scope: {scope})\n\n")
     if result.matches:
-        why = f" ({NO_TAGS})" if not result.tags else ""
-        out.write(f"WOULD REFRESH {len(result.matches)} Warehouse(s){why}:\n")
+        note = f" ({NO_TAGS})" if not result.tags else ""
+        out.write(f"WOULD REFRESH {len(result.matches)} Warehouse(s){note}:\n")
         _table([["NAMESPACE", "WAREHOUSE", "SUBSCRIPTIONS", "QUALIFYING TAGS"]] + [
             [m.namespace, m.name, ",".join(f"#{p}" for p in m.positions), ", ".join(m.tags) or "-"]
             for m in result.matches], out)
