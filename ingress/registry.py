@@ -19,11 +19,10 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from ingress.status import status_patch
+from ingress.status import StatusWriter
 from pushrelay import metrics
-from pushrelay.kube.client import merge_patch
-from pushrelay.kube.errors import Action, classify
 from pushrelay.kube.events import EventRecorder, ObjectRef
+from pushrelay.kube.fields import mapping
 from pushrelay.kube.informer import ChangeKind, Informer, object_key
 from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
 from pushrelay.receivers import (
@@ -45,13 +44,13 @@ STATUS_RETRY_SECONDS = 5.0
 
 def trim_secret(obj: dict[str, Any]) -> dict[str, Any]:
     """Keep only what receivers need of a Secret: identity and the ``secret`` key."""
-    meta = obj.get("metadata") or {}
-    data = obj.get("data") or {}
+    meta = mapping(obj, "metadata")
+    data = mapping(obj, "data")
     kept: dict[str, Any] = {
         "metadata": {k: meta[k] for k in ("namespace", "name", "uid", "resourceVersion")
                      if k in meta},
     }
-    if isinstance(data, dict) and SECRET_KEY in data:
+    if SECRET_KEY in data:
         kept["data"] = {SECRET_KEY: data[SECRET_KEY]}
     return kept
 
@@ -76,7 +75,7 @@ class ReceiverRegistry:
         self._referenced: set[tuple[str, str]] = set()
         self._served_before: set[tuple[Owner, str, str]] = set()
         self._unserved_before: set[Unserved] = set()
-        self._status_written: dict[Owner, str] = {}  # owner → resourceVersion patched
+        self._status: StatusWriter | None = None
         self._status_retry = False
         self.rebuilds = 0
 
@@ -85,6 +84,7 @@ class ReceiverRegistry:
         if self._task is not None:
             return
         self._api, self._recorder = api, recorder
+        self._status = StatusWriter(api)
         self._configs = Informer(api, PROJECT_CONFIG, self._config_changed)
         self._cluster = Informer(api, CLUSTER_CONFIG, self._config_changed)
         self._secrets = Informer(api, SECRET, self._secret_changed, transform=trim_secret)
@@ -198,6 +198,7 @@ class ReceiverRegistry:
 
     # ---- status --------------------------------------------------------------
     async def _write_statuses(self, configs: list[tuple[dict[str, Any], ConfigReceivers]]) -> None:
+        assert self._status is not None
         served_paths = self.table
         unserved_by_owner: dict[Owner, list[Unserved]] = {}
         for problem in self.unserved:
@@ -205,30 +206,5 @@ class ReceiverRegistry:
         for obj, config in configs:
             owner = config.owner
             served = [r for r in config.served if served_paths.get(r.path) is r]
-            patch = status_patch(obj, served, unserved_by_owner.get(owner, []))
-            if patch is None:
-                self._status_written.pop(owner, None)
-                continue
-            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-            if self._status_written.get(owner) == version:
-                continue  # patched from this version already; the watch has not caught up
-            await self._patch_status(owner, version, patch)
-
-    async def _patch_status(self, owner: Owner, version: str, patch: dict[str, Any]) -> None:
-        assert self._api is not None
-        resource = CLUSTER_CONFIG if owner.kind == CLUSTER_CONFIG_KIND else PROJECT_CONFIG
-        namespace = owner.namespace if owner.kind != CLUSTER_CONFIG_KIND else None
-        try:
-            await merge_patch(self._api, resource, owner.name, patch, namespace=namespace,
-                              subresource="status")
-        except Exception as exc:  # noqa: BLE001 - classified: retried, dropped or reported
-            error = classify(exc)
-            if error.action is Action.RETRY:
+            if await self._status.write(obj, owner, served, unserved_by_owner.get(owner, [])):
                 self._status_retry = True
-            elif error.action is Action.REJECT:
-                self._status_written[owner] = version  # not again until the object changes
-            log.warning("could not write status", extra={
-                "owner": str(owner), "reason": error.reason})
-            return
-        self._status_written[owner] = version
-        log.info("wrote receiver status", extra={"owner": str(owner)})

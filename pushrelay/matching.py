@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from pushrelay.kube.fields import items, mapping, text
 from pushrelay.normalize import normalize_chart, normalize_image, repo_urls
 
 #: Kinds of subscription a registry push can refresh (``git`` is indexed only).
@@ -111,9 +112,9 @@ class Warehouse:
 
 
 def _meta(obj: Mapping[str, Any]) -> tuple[str, str, str, Any]:
-    meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
-            str(meta.get("uid") or ""), meta.get("generation"))
+    meta = mapping(obj, "metadata")
+    return (text(meta, "namespace"), text(meta, "name"), text(meta, "uid"),
+            meta.get("generation"))
 
 
 def _digest(value: Any) -> bytes:
@@ -178,8 +179,7 @@ class WarehouseIndex:
             marker = _digest(spec)
         if self._fingerprints.get(key) == (uid, marker):
             return None
-        raw = spec.get("subscriptions") if isinstance(spec, Mapping) else None
-        subs = raw if isinstance(raw, list) else []
+        subs = items(spec, "subscriptions")
         entry = Warehouse(
             namespace, name, uid, generation if isinstance(generation, int) else None,
             tuple(self._subscription(namespace, name, i, s) for i, s in enumerate(subs)),

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from pushrelay.kube.fields import items, mapping, text
+
 QUAY: Final = "quay"
 SECRET_KEY: Final = "secret"
 PROJECT_CONFIG_KIND: Final = "ProjectConfig"
@@ -173,9 +175,8 @@ class ConfigReceivers:
 
 
 def owner_of(obj: Mapping[str, Any]) -> Owner:
-    meta = obj.get("metadata") or {}
-    return Owner(str(obj.get("kind") or PROJECT_CONFIG_KIND), str(meta.get("namespace") or ""),
-                 str(meta.get("name") or ""), str(meta.get("uid") or ""))
+    return Owner(text(obj, "kind") or PROJECT_CONFIG_KIND, text(obj, "metadata", "namespace"),
+                 text(obj, "metadata", "name"), text(obj, "metadata", "uid"))
 
 
 def parse_receivers(obj: Mapping[str, Any]) -> tuple[list[ReceiverConfig], list[tuple[str, str]]]:
@@ -184,22 +185,18 @@ def parse_receivers(obj: Mapping[str, Any]) -> tuple[list[ReceiverConfig], list[
     Returns the well-formed Quay.io entries and ``(name, problem)`` for malformed
     ones. Entries for other senders (GitHub, GitLab, ...) are not ours: skipped.
     """
-    spec = obj.get("spec") or {}
-    entries = spec.get("webhookReceivers") if isinstance(spec, Mapping) else None
     found: list[ReceiverConfig] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+    for index, entry in enumerate(items(obj, "spec", "webhookReceivers")):
         if not isinstance(entry, Mapping) or QUAY not in entry:
             continue
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             problems.append((f"#{index}", "webhook receiver has no name"))
             continue
-        quay = entry.get(QUAY)
-        ref = quay.get("secretRef") if isinstance(quay, Mapping) else None
-        secret_name = ref.get("name") if isinstance(ref, Mapping) else None
-        if not isinstance(secret_name, str) or not secret_name:
+        secret_name = text(entry, QUAY, "secretRef", "name")
+        if not secret_name:
             problems.append((name, "quay.secretRef.name is not set"))
             continue
         if name in seen:
@@ -214,8 +211,7 @@ def secret_value(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str | 
     """The raw value of the Secret's ``secret`` key, or None and the reason."""
     if secret is None:
         return None, "not found"
-    data = secret.get("data") or {}
-    encoded = data.get(SECRET_KEY) if isinstance(data, Mapping) else None
+    encoded = mapping(secret, "data").get(SECRET_KEY)
     if encoded is None:
         return None, f"has no {SECRET_KEY!r} data key"
     try:

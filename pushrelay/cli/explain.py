@@ -25,6 +25,7 @@ import orjson
 from pushrelay.deliveries import NO_TAGS
 from pushrelay.kube.client import api_client, list_objects
 from pushrelay.kube.errors import KubeError
+from pushrelay.kube.fields import items
 from pushrelay.kube.resources import WAREHOUSE
 from pushrelay.matching import (
     PUSHABLE_KINDS,
@@ -157,7 +158,7 @@ async def run(repo: str, tags: list[str], project: str | None,
               kubeconfig: str | None = None) -> Explanation:
     async with api_client(kubeconfig) as api:
         listing = await list_objects(api, WAREHOUSE)
-    return explain_objects(listing.get("items") or [], repo, tags, project)
+    return explain_objects(items(listing, "items"), repo, tags, project)
 
 
 def explain_objects(items: list[dict[str, Any]], repo: str, tags: list[str],

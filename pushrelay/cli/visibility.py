@@ -24,6 +24,7 @@ from pushrelay.cli.services import load_settings
 from pushrelay.deliveries import Delivery, fold, read_deliveries, read_facts
 from pushrelay.kube.client import api_client, get_object, list_objects
 from pushrelay.kube.errors import Action, KubeError
+from pushrelay.kube.fields import items, text
 from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
 from pushrelay.receivers import (
     ConfigReceivers,
@@ -54,7 +55,9 @@ def scope_of(project: str | None) -> str:
 async def _configs(api: ApiClient, namespace: str | None) -> list[dict[str, Any]]:
     listing = await list_objects(api, PROJECT_CONFIG, namespace)
     configs: list[dict[str, Any]] = []
-    for item in listing.get("items") or []:
+    for item in items(listing, "items"):
+        if not isinstance(item, dict):
+            continue
         item.setdefault("kind", PROJECT_CONFIG.kind)
         configs.append(item)
     if namespace is None:
@@ -73,7 +76,7 @@ async def _secrets(
 ) -> dict[tuple[str, str], dict[str, Any] | None]:
     wanted: set[tuple[str, str]] = set()
     for config in configs:
-        ns = (config.get("metadata") or {}).get("namespace") or cluster_ns
+        ns = text(config, "metadata", "namespace") or cluster_ns
         wanted |= {(ns, rc.secret_name) for rc in parse_receivers(config)[0]}
     found: dict[tuple[str, str], dict[str, Any] | None] = {}
     for ns, name in sorted(wanted):
@@ -124,9 +127,9 @@ async def collect_receivers(settings: Settings, namespace: str | None) -> list[d
 
 
 def _status_urls(obj: dict[str, Any]) -> dict[tuple[str, str], str]:
-    entries = (obj.get("status") or {}).get("webhookReceivers") or []
-    return {(str(e.get("name")), str(e.get("path"))): str(e["url"])
-            for e in entries if isinstance(e, dict) and e.get("url")}
+    entries = items(obj, "status", "webhookReceivers")
+    return {(text(e, "name"), text(e, "path")): text(e, "url")
+            for e in entries if text(e, "url")}
 
 
 def _receivers(args: argparse.Namespace) -> int:

@@ -181,7 +181,7 @@ class Devstack:
         self._wait(APISERVER)
         write_kubeconfig(self.paths.kubeconfig, self.pki, chosen[APISERVER], ADMIN_USER)
         client = self.admin_client()
-        install_crds(client)
+        install_crds(client, progress=self.progress)
         for ns in NAMESPACES:
             ensure_namespace(client, ns)
         self._start(CONTROLLER_MANAGER, chosen, started)

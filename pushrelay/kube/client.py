@@ -149,9 +149,11 @@ async def get_object(
 async def merge_patch(
     api: ApiClient, resource: Resource, name: str, patch: dict[str, Any],
     namespace: str | None = None, subresource: str | None = None, request_timeout: float = 10.0,
+    field_manager: str | None = None,
 ) -> dict[str, Any]:
     path = resource.path(namespace, name) + (f"/{subresource}" if subresource else "")
     return await request_json(
         api, "PATCH", path, body=patch, content_type="application/merge-patch+json",
         request_timeout=request_timeout,
+        query=[("fieldManager", field_manager)] if field_manager else None,
     )

@@ -21,6 +21,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.kube.client import list_objects
 from pushrelay.kube.errors import Action, KubeError, classify
+from pushrelay.kube.fields import mapping, text
 from pushrelay.kube.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,7 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def object_key(obj: dict[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
+    return (text(obj, "metadata", "namespace"), text(obj, "metadata", "name"))
 
 
 class Informer:
@@ -113,12 +113,14 @@ class Informer:
             listing = await list_objects(self._api, self.resource, self._namespace,
                                          **page_query)
             for item in listing.get("items") or []:
+                if not isinstance(item, dict):
+                    continue
                 item.setdefault("apiVersion", self.resource.api_version)
                 item.setdefault("kind", self.resource.kind)
                 if self._transform is not None:
                     item = self._transform(item)
                 fresh[object_key(item)] = item
-            token = (listing.get("metadata") or {}).get("continue")
+            token = text(listing, "metadata", "continue")
             if not token:
                 break
         for key in list(self.store):
@@ -133,7 +135,7 @@ class Informer:
                 self._emit("MODIFIED", obj)
         self.synced.set()
         self.last_error = None
-        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        return text(listing, "metadata", "resourceVersion")
 
     async def _watch(self, version: str) -> str:
         query: list[tuple[str, Any]] = [
@@ -171,13 +173,16 @@ class Informer:
 
     def _apply(self, event: dict[str, Any], version: str) -> str:
         kind = event.get("type")
-        obj = event.get("object") or {}
+        obj = event.get("object")
         if kind == "ERROR":
-            code = obj.get("code")
+            code = mapping(obj).get("code")
             raise KubeError(
                 Action.RELIST if code == 410 else Action.RETRY,
-                f"watch error {code}: {obj.get('message', '')}", code,
+                f"watch error {code}: {text(obj, 'message')}",
+                code if isinstance(code, int) else None,
             )
+        if not isinstance(obj, dict):
+            return version
         new_version = _version(obj) or version
         if kind == "BOOKMARK":
             return new_version
@@ -197,4 +202,4 @@ class Informer:
 
 
 def _version(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return text(obj, "metadata", "resourceVersion")
