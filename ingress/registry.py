@@ -75,7 +75,7 @@ class ReceiverRegistry:
         self._referenced: set[tuple[str, str]] = set()
         self._served_before: set[tuple[Owner, str, str]] = set()
         self._unserved_before: set[Unserved] = set()
-        self._status: StatusWriter | None = None
+        self.status: StatusWriter | None = None  # with write_status: the status writer
         self._status_retry = False
         self.rebuilds = 0
 
@@ -84,7 +84,7 @@ class ReceiverRegistry:
         if self._task is not None:
             return
         self._api, self._recorder = api, recorder
-        self._status = StatusWriter(api)
+        self.status = StatusWriter(api)
         self._configs = Informer(api, PROJECT_CONFIG, self._config_changed)
         self._cluster = Informer(api, CLUSTER_CONFIG, self._config_changed)
         self._secrets = Informer(api, SECRET, self._secret_changed, transform=trim_secret)
@@ -198,7 +198,7 @@ class ReceiverRegistry:
 
     # ---- status --------------------------------------------------------------
     async def _write_statuses(self, configs: list[tuple[dict[str, Any], ConfigReceivers]]) -> None:
-        assert self._status is not None
+        assert self.status is not None
         served_paths = self.table
         unserved_by_owner: dict[Owner, list[Unserved]] = {}
         for problem in self.unserved:
@@ -206,5 +206,5 @@ class ReceiverRegistry:
         for obj, config in configs:
             owner = config.owner
             served = [r for r in config.served if served_paths.get(r.path) is r]
-            if await self._status.write(obj, owner, served, unserved_by_owner.get(owner, [])):
+            if await self.status.write(obj, owner, served, unserved_by_owner.get(owner, [])):
                 self._status_retry = True

@@ -3,7 +3,8 @@
 A push to a receiver refreshes the right Warehouse whether the stages run as
 three processes or as ``pushrelay all-in-one``; after the services restart,
 ``pushrelay receivers`` and ``pushrelay deliveries`` still show a delivery that
-was accepted and refreshed, one that matched nothing, and one that was rejected.
+was accepted and refreshed, one without tags (every subscriber refreshed), two
+that matched nothing (and why), and one that was rejected.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.deliveries import NO_TAGS
 from pushrelay.kube.client import get_object, request_json
 from pushrelay.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
 from tests.integration.conftest import eventually
@@ -158,16 +160,26 @@ async def test_push_refreshes_and_deliveries_survive_restart(
         assert status == 202, body
         unmatched = body["delivery"]
 
+        status, body = await post(url, quay_push(REPO, ["v2.0.0"]))
+        assert status == 202, body
+        unqualified = body["delivery"]
+
+        status, body = await post(url, orjson.dumps({"docker_url": REPO}))  # no tags
+        assert status == 202, body
+        untagged = body["delivery"]
+
         status, body = await post(url, b'{"docker_url": 42}')
         assert status == 400 and body == {"error": "invalid request body"}
 
         def outcomes() -> dict[str, str]:
             rows = cli(["deliveries", "-n", namespace, "--limit", "10"], env)
             return {row["delivery"]: row["summary"] for row in rows}
-        await eventually(
-            lambda: asyncio.to_thread(lambda: len(outcomes()) == 3
-                                      and outcomes()[accepted].startswith("refreshed")),
-            within=30, interval=0.5)
+
+        def settled() -> bool:
+            got = outcomes()
+            return (len(got) == 5 and got[accepted].startswith("refreshed")
+                    and got[untagged].startswith("refreshed"))
+        await eventually(lambda: asyncio.to_thread(settled), within=30, interval=0.5)
 
     # Everything stopped; start again and ask what happened.
     async with running(commands, env, port):
@@ -175,7 +187,15 @@ async def test_push_refreshes_and_deliveries_survive_restart(
         by_id = {row["delivery"]: row for row in rows}
         assert by_id[accepted]["summary"] == "refreshed 1/1"
         assert by_id[accepted]["matched"] == [f"{namespace}/app"]
-        assert by_id[unmatched]["summary"] == "matched 0 warehouses"
+        assert by_id[unmatched]["summary"] == (
+            "matched 0 warehouses: no Warehouse in scope subscribes to this repository")
+        why = by_id[unqualified]["summary"]
+        assert why.startswith("matched 0 warehouses: 1 subscription(s), but no pushed tag "
+                              f"qualified (first: {namespace}/app subscription #0: tag "
+                              "'v2.0.0': "), why
+        assert "does not satisfy" in why
+        assert why.endswith(f"see `pushrelay explain {REPO} v2.0.0 --project {namespace}`")
+        assert by_id[untagged]["summary"] == f"refreshed 1/1 ({NO_TAGS})"
         [rejected] = [row for row in rows if row["outcome"] == "rejected"]
         assert rejected["summary"].startswith("rejected: invalid body")
         assert {row["receiver"] for row in rows} == {RECEIVER}

@@ -307,6 +307,12 @@ async def test_status_not_written_when_disabled(
 async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
                                        http: ClientSession) -> None:
     secret_ns = settings.system_resources_namespace
+    try:  # a devstack started by an older pushrelay may not have it yet
+        await request_json(kube, "POST", "/api/v1/namespaces", body={
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret_ns}})
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
     suffix = uuid.uuid4().hex[:8]
     name, secret_name, secret = f"cluster-quay-{suffix}", f"quay-{suffix}", f"cs-{suffix}"
     await put_secret(kube, secret_ns, secret_name, {"secret": secret})
