@@ -23,6 +23,7 @@ from kubernetes_asyncio.client import ApiClient
 from pushrelay.events import WarehouseRef
 from pushrelay.kube.client import merge_patch
 from pushrelay.kube.errors import Action, KubeError, classify
+from pushrelay.kube.fields import text
 from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 
@@ -143,5 +144,5 @@ class Patcher:
             raise KubeError(Action.RETRY, f"timeout: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - translated once, here
             raise refine_not_found(classify(exc), ref) from exc
-        meta = obj.get("metadata") or {}
-        return Patched(value, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        return Patched(value, text(obj, "metadata", "uid"),
+                       text(obj, "metadata", "resourceVersion"))
