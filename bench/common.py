@@ -224,7 +224,12 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 class ServiceProc:
-    """``python -m <module>`` with its log in the run directory and a health port."""
+    """``python -m <module>`` with its log in the run directory and a health port.
+
+    :attr:`port` / :attr:`base` is where requests go (the ingress's public port);
+    ``/readyz`` and ``/metrics`` are read on :attr:`health_port` (the same port
+    for every other module).
+    """
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, *,
                  label: str | None = None, args: list[str] | None = None,
@@ -232,12 +237,13 @@ class ServiceProc:
         self.module = module
         self.label = label or module
         self.port = free_port()
+        self.health_port = self.port
         self.env = dict(env)
         if module == "ingress":
+            self.health_port = free_port()
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
             self.env["PUSHRELAY_BASE_URL"] = f"http://127.0.0.1:{self.port}"
-        else:
-            self.env["PUSHRELAY_HEALTH_PORT"] = str(self.port)
+        self.env["PUSHRELAY_HEALTH_PORT"] = str(self.health_port)
         self.args = args or []
         self.wrapper = wrapper or []
         self.log_path = log_dir / f"{self.label}.log"
@@ -252,6 +258,10 @@ class ServiceProc:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_base(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +288,7 @@ class ServiceProc:
                     raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n"
                                        f"{self.log_tail()}")
                 try:
-                    async with http.get(f"{self.base}/readyz",
+                    async with http.get(f"{self.health_base}/readyz",
                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if resp.status == 200:
                             return time.monotonic() - self.started_at
@@ -289,7 +299,7 @@ class ServiceProc:
 
     async def metrics(self) -> dict[str, float]:
         async with aiohttp.ClientSession() as http, http.get(
-                f"{self.base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                f"{self.health_base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
             return parse_metrics(await resp.text())
 
     def rss(self) -> tuple[int, int]:
