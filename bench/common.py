@@ -105,6 +105,10 @@ class Sizes:
     router_events: int = 20_000
     soak_rate: float = 100.0
     soak_seconds: float = 600.0
+    secrets_unrelated: int = 2_000
+    secrets_namespaces: int = 20
+    secrets_bytes: int = 100_000
+    secrets_runs: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -113,7 +117,7 @@ class Sizes:
         return cls(wrk_rounds=1, wrk_round_seconds=3.0, fixed_seconds=3.0, amp_pushes=200,
                    amp_warehouses=10, e2e_seconds=8.0, e2e_baseline_seconds=4.0,
                    index_namespaces=4, index_per_namespace=100, router_events=2_000,
-                   soak_seconds=20.0)
+                   soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1)
 
     @property
     def e2e_warehouses(self) -> int:
