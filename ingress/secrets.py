@@ -71,7 +71,11 @@ def plan(wanted: Iterable[Key], versions: Mapping[Key, str],
 
 
 class ReferencedSecrets:
-    """Secrets by (namespace, name): the data of wanted ones, the identity of all."""
+    """Secrets by (namespace, name): the data of wanted ones, the identity of all.
+
+    The owner starts and stops :attr:`informer` (and waits for it to be synced)
+    with its other informers.
+    """
 
     def __init__(self, api: ApiClient, on_change: Callable[[], None]) -> None:
         self._api = api
@@ -83,16 +87,6 @@ class ReferencedSecrets:
         self._read_at: dict[Key, str] = {}
         self._limit = asyncio.Semaphore(FETCH_CONCURRENCY)
         self.reads = 0
-
-    @property
-    def synced(self) -> asyncio.Event:
-        return self.informer.synced
-
-    async def start(self) -> None:
-        await self.informer.start()
-
-    async def stop(self) -> None:
-        await self.informer.stop()
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The trimmed Secret as last read, or None (absent, unreadable or not wanted)."""
