@@ -1,4 +1,4 @@
-"""An API-server audit log of Secret reads, for tests that must prove what was read.
+"""What a devstack's API server sent, from its side: for tests that must prove it.
 
 :func:`apiserver_args` gives the flags that make a devstack's kube-apiserver
 write one JSON line per completed Secret ``get``/``list`` (with the response
@@ -6,10 +6,17 @@ object: for a metadata-only list, a ``PartialObjectMetadataList``) and per
 Secret ``watch`` (request only: the API server never audits watch streams).
 :func:`secret_reads` reads them back. The log is the API server's own account,
 independent of anything the client counts.
+
+Watch streams are covered by :func:`bytes_sent_to`: the kernel's count of bytes
+the API server's sockets sent to one process (``ss``'s TCP_INFO). The API
+server's ``apiserver_watch_events_sizes`` cannot serve: it counts an event's
+full object for every watcher, metadata-only ones included (measured).
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +109,27 @@ def secret_reads(path: Path, offset: int = 0) -> Iterator[SecretRead]:
 def size(path: Path) -> int:
     """The log's current size: the offset of what comes next."""
     return path.stat().st_size if path.exists() else 0
+
+
+_SOCKET = re.compile(r"(\S+):(\d+)\s+(\S+):(\d+)\s+users:\(\(\"[^\"]*\",pid=(\d+),")
+_SENT = re.compile(r"\bbytes_sent:(\d+)")
+
+
+def bytes_sent_to(server_pid: int, client_pid: int) -> int:
+    """Bytes the open TCP connections of ``server_pid`` have sent to ``client_pid``
+    (loopback; connections closed meanwhile are not counted)."""
+    out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True, check=True).stdout
+    sockets: list[tuple[str, int, int, str]] = []  # (local, pid, bytes_sent, peer)
+    current: tuple[str, int, str] | None = None
+    for line in out.splitlines():
+        found = _SOCKET.search(line)
+        if found:
+            local, peer = f"{found[1]}:{found[2]}", f"{found[3]}:{found[4]}"
+            current = (local, int(found[5]), peer)
+            continue
+        sent = _SENT.search(line)
+        if current is not None and sent:
+            sockets.append((current[0], current[1], int(sent[1]), current[2]))
+            current = None
+    clients = {local for local, pid, _, _ in sockets if pid == client_pid}
+    return sum(sent for _, pid, sent, peer in sockets if pid == server_pid and peer in clients)
