@@ -20,20 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ingress.openapi import openapi_document
 from ingress.payload import InvalidBody, build_event, parse_push
 from pushrelay import metrics
 from pushrelay.deliveries import DeliveryFact, Outcome
 from pushrelay.events import PushEvent, new_id
 from pushrelay.logs import short_hash
 from pushrelay.receivers import QUAY, Receiver, base_path_of, join_path
-from pushrelay.runtime import Service, health_routes
+from pushrelay.runtime import Service, liveness_route
 from pushrelay.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -244,18 +243,16 @@ async def json_errors(request: web.Request,
 
 def build_app(settings: IngressSettings, handler: WebhookHandler,
               health_services: Sequence[Service]) -> web.Application:
+    """The public app: receiver paths and ``/healthz``; every other path is the
+    handler's ordinary 404 (readiness, metrics and the OpenAPI document are on
+    the health server)."""
     # client_max_size guards any helper that reads the whole body (ours streams).
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
-    document: dict[str, Any] = openapi_document(settings)
-
-    async def openapi(_: web.Request) -> web.Response:
-        return web.json_response(document)
 
     async def hide_versions(_: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = "pushrelay"  # no library versions to fingerprint
 
     app.on_response_prepare.append(hide_versions)
-    app.add_routes(health_routes(health_services))
-    app.add_routes([web.get("/openapi.json", openapi, allow_head=True),
+    app.add_routes([liveness_route(health_services),
                     web.route("*", "/{tail:.*}", handler.handle)])
     return app

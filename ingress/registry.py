@@ -1,10 +1,12 @@
 """The live receiver table: informers on ProjectConfigs, the ClusterConfig and Secrets.
 
 Every change to a config, or to a Secret a config refers to, marks the table
-dirty; one background task rebuilds it (pure code in :mod:`pushrelay.receivers`)
-and swaps it in whole, so a lookup is one dictionary access and no API call is
-ever made per request. Secret rotation therefore takes effect as soon as the
-watch event arrives: the old path is gone, the new one served.
+dirty; one background task reads the referenced Secrets that changed (only
+those: :mod:`ingress.secrets`), rebuilds the table (pure code in
+:mod:`pushrelay.receivers`) and swaps it in whole, so a lookup is one dictionary
+access and no API call is ever made per request. Secret rotation therefore takes
+effect one read after the watch event arrives: the old path is gone, the new one
+served.
 
 A receiver that cannot be served (Secret or its ``secret`` key missing, name
 collision, ...) is reported once per change: a log line, a Warning Event on its
@@ -19,40 +21,27 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from ingress.secrets import ReferencedSecrets
 from ingress.status import StatusWriter
 from pushrelay import metrics
 from pushrelay.kube.events import EventRecorder, ObjectRef
-from pushrelay.kube.fields import mapping
-from pushrelay.kube.informer import ChangeKind, Informer, object_key
-from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG, SECRET
+from pushrelay.kube.informer import ChangeKind, Informer
+from pushrelay.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG
 from pushrelay.receivers import (
     CLUSTER_CONFIG_KIND,
-    SECRET_KEY,
     ConfigReceivers,
     Owner,
     Receiver,
     Unserved,
     index_receivers,
     receivers_for,
+    secret_refs,
 )
 from pushrelay.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
-STATUS_RETRY_SECONDS = 5.0
-
-
-def trim_secret(obj: dict[str, Any]) -> dict[str, Any]:
-    """Keep only what receivers need of a Secret: identity and the ``secret`` key."""
-    meta = mapping(obj, "metadata")
-    data = mapping(obj, "data")
-    kept: dict[str, Any] = {
-        "metadata": {k: meta[k] for k in ("namespace", "name", "uid", "resourceVersion")
-                     if k in meta},
-    }
-    if SECRET_KEY in data:
-        kept["data"] = {SECRET_KEY: data[SECRET_KEY]}
-    return kept
+RETRY_SECONDS = 5.0
 
 
 def object_ref(owner: Owner) -> ObjectRef:
@@ -72,11 +61,10 @@ class ReceiverRegistry:
         self._recorder: EventRecorder | None = None
         self._api: ApiClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._referenced: set[tuple[str, str]] = set()
         self._served_before: set[tuple[Owner, str, str]] = set()
         self._unserved_before: set[Unserved] = set()
         self.status: StatusWriter | None = None  # with write_status: the status writer
-        self._status_retry = False
+        self._retry = False
         self.rebuilds = 0
 
     # ---- lifecycle ---------------------------------------------------------
@@ -87,8 +75,8 @@ class ReceiverRegistry:
         self.status = StatusWriter(api)
         self._configs = Informer(api, PROJECT_CONFIG, self._config_changed)
         self._cluster = Informer(api, CLUSTER_CONFIG, self._config_changed)
-        self._secrets = Informer(api, SECRET, self._secret_changed, transform=trim_secret)
-        self._informers = [self._configs, self._cluster, self._secrets]
+        self._secrets = ReferencedSecrets(api, self._dirty.set)
+        self._informers = [self._configs, self._cluster, self._secrets.informer]
         for informer in self._informers:
             await informer.start()
         self._task = asyncio.create_task(self._run(), name="ingress:registry")
@@ -121,21 +109,21 @@ class ReceiverRegistry:
     def _config_changed(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
         self._dirty.set()
 
-    def _secret_changed(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
-        if object_key(obj) in self._referenced:
-            self._dirty.set()
-
     async def _run(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self._informers))
         while True:
             self._dirty.clear()
-            self._status_retry = False
+            self._retry = False
+            refs = {ref for obj in self._config_objects() for ref in secret_refs(
+                obj, system_resources_namespace=self._settings.system_resources_namespace)}
+            if not await self._secrets.sync(refs):
+                self._retry = True  # a read failed: try again after a pause
             configs = self.rebuild()
             if self._settings.write_status:
                 await self._write_statuses(configs)
-            if self._status_retry:
+            if self._retry:
                 try:
-                    await asyncio.wait_for(self._dirty.wait(), STATUS_RETRY_SECONDS)
+                    await asyncio.wait_for(self._dirty.wait(), RETRY_SECONDS)
                 except TimeoutError:
                     pass
             else:
@@ -150,21 +138,14 @@ class ReceiverRegistry:
 
     def rebuild(self) -> list[tuple[dict[str, Any], ConfigReceivers]]:
         """Recompute the table from the informers' stores and swap it in."""
-        secrets = self._secrets.store
-        referenced: set[tuple[str, str]] = set()
-
-        def lookup(namespace: str, name: str) -> dict[str, Any] | None:
-            referenced.add((namespace, name))
-            return secrets.get((namespace, name))
-
         configs = [
             (obj, receivers_for(
-                obj, base_url=self._settings.base_url, lookup=lookup,
+                obj, base_url=self._settings.base_url, lookup=self._secrets.get,
                 system_resources_namespace=self._settings.system_resources_namespace))
             for obj in self._config_objects()
         ]
         table, unserved = index_receivers(c for _, c in configs)
-        self.table, self.unserved, self._referenced = table, unserved, referenced
+        self.table, self.unserved = table, unserved
         self._built = True
         self.rebuilds += 1
         metrics.receivers_served.labels("served").set(len(table))
@@ -207,4 +188,4 @@ class ReceiverRegistry:
             owner = config.owner
             served = [r for r in config.served if served_paths.get(r.path) is r]
             if await self.status.write(obj, owner, served, unserved_by_owner.get(owner, [])):
-                self._status_retry = True
+                self._retry = True

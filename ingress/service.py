@@ -1,10 +1,13 @@
 """The ingress service: receiver registry + Kafka publisher + HTTP server.
 
 ``create(settings)`` builds it; ``start()`` connects to Kubernetes, starts the
-informers and the (background) Kafka connection, and listens at once (``/readyz``
-says when receivers are loaded and the producer is connected). ``stop()`` stops
-accepting, lets in-flight requests finish, flushes the producer, then stops the
-informers; it is idempotent. The bound port is :attr:`IngressService.port`.
+informers and the (background) Kafka connection, and listens at once: receivers
+and ``/healthz`` on the public port (:attr:`IngressService.port`), ``/healthz``,
+``/readyz`` (receivers loaded, producer connected), ``/metrics`` and
+``/openapi.json`` on the health port (:attr:`IngressService.health_port`), for
+every service of the process. ``stop()`` stops accepting, lets in-flight
+requests finish, flushes the producer, stops the informers, and closes the
+health port last; it is idempotent.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.app import OnDelivery, WebhookHandler, build_app
+from ingress.openapi import openapi_route
 from ingress.publisher import KafkaPublisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
 from pushrelay.deliveries import DeliveryFact, DeliveryLog
 from pushrelay.kube.client import new_api_client
 from pushrelay.kube.events import EventRecorder
 from pushrelay.receivers import Receiver
-from pushrelay.runtime import Service
+from pushrelay.runtime import HealthServer, Service
 from pushrelay.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ class IngressService:
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self._runner: web.AppRunner | None = None
+        self._health_server: HealthServer | None = None
         self._started = False
         self._stop_lock = asyncio.Lock()
 
@@ -119,6 +124,14 @@ class IngressService:
         self.port = addresses[0][1] if addresses else settings.ingress_port
         log.info("ingress listening", extra={
             "host": settings.ingress_host, "port": self.port, "tls": bool(settings.tls_cert)})
+        self._health_server = HealthServer(self._health, settings.health_host,
+                                           settings.health_port, [openapi_route(settings)])
+        await self._health_server.start()
+
+    @property
+    def health_port(self) -> int | None:
+        """The bound health port (``/readyz``, ``/metrics``, ``/openapi.json``)."""
+        return self._health_server.port if self._health_server is not None else None
 
     def _drain_time(self) -> float:
         """In-flight requests get what they can need: a slow body plus a publish."""
@@ -162,6 +175,9 @@ class IngressService:
             api, self._api = self._api, None
             if api is not None:
                 await api.close()
+            health, self._health_server = self._health_server, None
+            if health is not None:
+                await health.stop()
 
 
 def create(settings: IngressSettings,

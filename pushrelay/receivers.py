@@ -223,6 +223,26 @@ def secret_value(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str | 
     return value, None
 
 
+def _scope(owner: Owner, system_resources_namespace: str) -> tuple[str, str] | str:
+    """(project, namespace of its Secrets) of a config, or why it serves nothing."""
+    if owner.kind == CLUSTER_CONFIG_KIND:
+        return "", system_resources_namespace
+    if owner.name != owner.namespace:  # Kargo's admission webhook forbids this
+        return (f"ProjectConfig name {owner.name!r} must equal its namespace "
+                f"{owner.namespace!r} (the project)")
+    return owner.namespace, owner.namespace
+
+
+def secret_refs(obj: Mapping[str, Any], *, system_resources_namespace: str,
+                ) -> set[tuple[str, str]]:
+    """(namespace, name) of every Secret :func:`receivers_for` would look up for ``obj``."""
+    scope = _scope(owner_of(obj), system_resources_namespace)
+    if isinstance(scope, str):
+        return set()
+    configs, _ = parse_receivers(obj)
+    return {(scope[1], c.secret_name) for c in configs}
+
+
 def receivers_for(
     obj: Mapping[str, Any], *, base_url: str, system_resources_namespace: str,
     lookup: SecretLookup,
@@ -232,15 +252,11 @@ def receivers_for(
     result = ConfigReceivers(owner)
     configs, problems = parse_receivers(obj)
     result.unserved += [Unserved(owner, name, reason) for name, reason in problems]
-    if owner.kind == CLUSTER_CONFIG_KIND:
-        project, secrets_namespace = "", system_resources_namespace
-    else:
-        project = secrets_namespace = owner.namespace
-        if owner.name != owner.namespace:  # Kargo's admission webhook forbids this
-            reason = (f"ProjectConfig name {owner.name!r} must equal its namespace "
-                      f"{owner.namespace!r} (the project)")
-            result.unserved += [Unserved(owner, c.name, reason) for c in configs]
-            return result
+    scope = _scope(owner, system_resources_namespace)
+    if isinstance(scope, str):
+        result.unserved += [Unserved(owner, c.name, scope) for c in configs]
+        return result
+    project, secrets_namespace = scope
     base_path = base_path_of(base_url)
     for config in configs:
         value, why = secret_value(lookup(secrets_namespace, config.secret_name))

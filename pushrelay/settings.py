@@ -35,8 +35,9 @@ class CommonSettings(BaseSettings):
     )
     health_host: str = Field("0.0.0.0", description="health/metrics listen host")
     health_port: int = Field(
-        0, ge=0, le=65535,
-        description="health/metrics port for router/refresher (0: ephemeral)",
+        8081, ge=0, le=65535,
+        description="port of /healthz, /readyz, /metrics (and the ingress's /openapi.json); "
+                    "admin only, never public (0: ephemeral)",
     )
     shutdown_timeout: float = Field(20.0, gt=0, description="graceful shutdown budget, s")
     event_qps: float = Field(

@@ -2,11 +2,11 @@
 
 Each service package exposes ``create(settings, health_services=None)`` in its
 ``service`` module, returning an object that follows
-:class:`pushrelay.runtime.Service`. The ingress serves the health endpoints on
-its own HTTP port; router and refresher get a small health server on
-``PUSHRELAY_HEALTH_PORT``. ``all-in-one`` runs the three in one event loop with
-one settings object, each stage still going through Kafka, and serves health
-for all of them on the ingress port.
+:class:`pushrelay.runtime.Service`. Every service's health endpoints are on
+``PUSHRELAY_HEALTH_PORT`` (the ingress runs that server itself, with its
+``/openapi.json``; router and refresher get a small one). ``all-in-one`` runs
+the three in one event loop with one settings object, each stage still going
+through Kafka, and serves health for all of them on the ingress's health port.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def create_service(name: str, settings: Settings,
 async def run_services(names: Sequence[str], settings: Settings) -> int:
     services: list[Service] = []
     if "ingress" in names:
-        # The ingress HTTP server serves /healthz etc. for every service in the process.
+        # The ingress's health server serves /readyz etc. for every service in the process.
         ingress_health: list[Service] = []
         services.append(create_service("ingress", settings, health_services=ingress_health))
         services += [create_service(n, settings) for n in names if n != "ingress"]

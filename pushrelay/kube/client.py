@@ -18,6 +18,14 @@ from yarl import URL
 from pushrelay.kube.errors import classify
 from pushrelay.kube.resources import Resource
 
+JSON = "application/json"
+# Server-side conversion to PartialObjectMetadata (what client-go's metadata client
+# asks for), without a plain-JSON fallback: a server that cannot convert answers
+# 406 rather than sending whole objects.
+_AS_METADATA = "application/json;as={};g=meta.k8s.io;v=v1"
+METADATA_LIST = _AS_METADATA.format("PartialObjectMetadataList")
+METADATA_WATCH = _AS_METADATA.format("PartialObjectMetadata")
+
 
 async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
     """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account.
@@ -76,14 +84,15 @@ async def api_client(kubeconfig: str | None = None) -> AsyncIterator[ApiClient]:
 async def raw_request(
     api: ApiClient, method: str, path: str, *, body: Any = None,
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
-    request_timeout: float = 10.0,
+    request_timeout: float = 10.0, accept: str = JSON,
 ) -> tuple[int, bytes, Any]:
     """One REST call: (status, raw body, headers), whatever the status.
 
     Transport failures still raise; callers that want errors translated use
-    :func:`request_json`.
+    :func:`request_json`. ``accept`` is the media type asked for (e.g.
+    :data:`METADATA_LIST`: names and versions without the objects' data).
     """
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     payload: Any = None
     if body is not None:
         headers["Content-Type"] = content_type
@@ -103,13 +112,13 @@ async def raw_request(
 async def request_json(
     api: ApiClient, method: str, path: str, *, body: Any = None,
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
-    request_timeout: float = 10.0,
+    request_timeout: float = 10.0, accept: str = JSON,
 ) -> dict[str, Any]:
     """A raw REST call returning the decoded JSON body; errors are :class:`KubeError`."""
     try:
         status, raw, headers = await raw_request(
             api, method, path, body=body, content_type=content_type, query=query,
-            request_timeout=request_timeout,
+            request_timeout=request_timeout, accept=accept,
         )
     except Exception as exc:  # noqa: BLE001 - translated, not swallowed
         raise classify(exc) from exc
@@ -133,10 +142,12 @@ def _status_message(raw: bytes) -> str:
 
 
 async def list_objects(
-    api: ApiClient, resource: Resource, namespace: str | None = None, **query: Any
+    api: ApiClient, resource: Resource, namespace: str | None = None, *,
+    accept: str = JSON, **query: Any,
 ) -> dict[str, Any]:
     return await request_json(
-        api, "GET", resource.path(namespace), query=list(query.items()), request_timeout=60.0
+        api, "GET", resource.path(namespace), query=list(query.items()), request_timeout=60.0,
+        accept=accept,
     )
 
 

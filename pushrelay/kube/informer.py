@@ -6,6 +6,9 @@ watch ends, and lists again when the server answers 410 Gone. Every change is
 handed to ``on_change(kind, obj)`` with ``kind`` one of ``ADDED``, ``MODIFIED``,
 ``DELETED``; a re-list reports only the difference from what was known. No API
 call is made per lookup: callers keep their own index or read :attr:`store`.
+
+With ``metadata_only`` the server sends PartialObjectMetadata (``metadata`` and
+nothing else: no ``spec``, no Secret ``data``) for the list and the watch alike.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, Literal
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import list_objects
+from pushrelay.kube.client import JSON, METADATA_LIST, METADATA_WATCH, list_objects
 from pushrelay.kube.errors import Action, KubeError, classify
 from pushrelay.kube.fields import mapping, text
 from pushrelay.kube.resources import Resource
@@ -42,7 +45,7 @@ class Informer:
         self, api: ApiClient, resource: Resource, on_change: OnChange, *,
         namespace: str | None = None, watch_seconds: int = 240,
         max_backoff: float = 30.0, label_selector: str | None = None,
-        transform: Transform | None = None,
+        transform: Transform | None = None, metadata_only: bool = False,
     ) -> None:
         """``transform`` (like client-go's SetTransform) trims each object before it
         is stored and handed on, e.g. to keep only one key of a Secret's data."""
@@ -54,6 +57,8 @@ class Informer:
         self._max_backoff = max_backoff
         self._label_selector = label_selector
         self._transform = transform
+        self._list_accept = METADATA_LIST if metadata_only else JSON
+        self._watch_accept = METADATA_WATCH if metadata_only else JSON
         self.store: dict[Key, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         self.last_error: str | None = None
@@ -111,7 +116,7 @@ class Informer:
             if token:
                 page_query["continue"] = token
             listing = await list_objects(self._api, self.resource, self._namespace,
-                                         **page_query)
+                                         accept=self._list_accept, **page_query)
             for item in listing.get("items") or []:
                 if not isinstance(item, dict):
                     continue
@@ -149,7 +154,7 @@ class Informer:
         try:
             response = await self._api.call_api(
                 self.resource.path(self._namespace), "GET", query_params=query,
-                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                header_params={"Accept": self._watch_accept}, auth_settings=["BearerToken"],
                 _preload_content=False, _request_timeout=self._watch_seconds + 30,
             )
         except Exception as exc:  # noqa: BLE001 - translated

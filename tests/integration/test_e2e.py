@@ -41,7 +41,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> dict[str, str]:
+def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int,
+                health_port: int) -> dict[str, str]:
     return {
         **os.environ, **devstack_env,
         "PUSHRELAY_TOPIC_PREFIX": topic_prefix,
@@ -50,7 +51,7 @@ def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> d
         "PUSHRELAY_INGRESS_PORT": str(port),
         "PUSHRELAY_BASE_URL": f"http://127.0.0.1:{port}",
         "PUSHRELAY_HEALTH_HOST": "127.0.0.1",
-        "PUSHRELAY_HEALTH_PORT": "0",
+        "PUSHRELAY_HEALTH_PORT": str(health_port),
         "PUSHRELAY_WRITE_STATUS": "true",
         "PUSHRELAY_ROUTER_GROUP": f"{topic_prefix}router",
         "PUSHRELAY_REFRESHER_GROUP": f"{topic_prefix}refresher",
@@ -60,12 +61,15 @@ def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> d
 
 
 @asynccontextmanager
-async def running(commands: Sequence[Sequence[str]], env: dict[str, str],
-                  port: int) -> AsyncIterator[None]:
+async def running(commands: Sequence[Sequence[str]], env: dict[str, str]) -> AsyncIterator[None]:
+    """Run ``commands``; the first (the ingress, or all-in-one) owns the health port
+    whose ``/readyz`` is awaited, the others bind ephemeral ones."""
     logs = [tempfile.TemporaryFile() for _ in commands]
-    procs = [await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL,
+    envs = [env] + [{**env, "PUSHRELAY_HEALTH_PORT": "0"}] * (len(commands) - 1)
+    procs = [await asyncio.create_subprocess_exec(*cmd, env=e, stdout=asyncio.subprocess.DEVNULL,
                                                   stderr=log)
-             for cmd, log in zip(commands, logs, strict=True)]
+             for cmd, e, log in zip(commands, envs, logs, strict=True)]
+    port = env["PUSHRELAY_HEALTH_PORT"]
     try:
         async def ready() -> bool:
             try:
@@ -145,9 +149,9 @@ async def test_push_refreshes_and_deliveries_survive_restart(
     commands: list[list[str]],
 ) -> None:
     port = free_port()
-    env = service_env(devstack_env, topic_prefix, port)
+    env = service_env(devstack_env, topic_prefix, port, free_port())
     await create_project(kube, namespace)
-    async with running(commands, env, port):
+    async with running(commands, env):
         url = await receiver_url(kube, namespace)
         assert url.startswith(f"http://127.0.0.1:{port}/quay/")
 
@@ -182,7 +186,7 @@ async def test_push_refreshes_and_deliveries_survive_restart(
         await eventually(lambda: asyncio.to_thread(settled), within=30, interval=0.5)
 
     # Everything stopped; start again and ask what happened.
-    async with running(commands, env, port):
+    async with running(commands, env):
         rows = await asyncio.to_thread(cli, ["deliveries", "-n", namespace], env)
         by_id = {row["delivery"]: row for row in rows}
         assert by_id[accepted]["summary"] == "refreshed 1/1"

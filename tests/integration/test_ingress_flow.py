@@ -189,9 +189,18 @@ async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: st
         async with http.post(base + path, data=chunked()) as resp:
             assert resp.status == 413
             assert "Content-Length" not in resp.request_info.headers
+        async with http.get(base + "/no-such-route") as resp:
+            unknown = resp.status, await resp.read()
+        assert unknown[0] == 404
+        health = f"http://127.0.0.1:{service.health_port}"
+        for route in ("/readyz", "/metrics", "/openapi.json"):
+            async with http.get(base + route) as resp:  # the public port: not there
+                assert (resp.status, await resp.read()) == unknown, route
         for route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
-            async with http.get(base + route) as resp:
+            async with http.get(health + route) as resp:
                 assert resp.status == 200, route
+        async with http.get(base + "/healthz") as resp:
+            assert resp.status == 200
         status, sentinel, _ = await post(http, service, path)
         assert status == 202
     # Nothing but the sentinel reached the topic.

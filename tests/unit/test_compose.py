@@ -228,8 +228,18 @@ def test_service_waits_for_healthy_kafka_and_has_a_healthcheck(
     service = compose["services"][name]
     assert service["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     test = service["healthcheck"]["test"]
-    port = "8080" if name == "ingress" else str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
+    port = str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
     assert f"http://127.0.0.1:{port}/readyz" in " ".join(test)
+
+
+def test_only_the_ingress_public_port_is_published(compose: dict[str, Any]) -> None:
+    """The health port (readiness, metrics, OpenAPI) never leaves the Compose network."""
+    health = str(compose["services"]["ingress"]["environment"]["PUSHRELAY_HEALTH_PORT"])
+    for name in SERVICES:
+        published = compose["services"][name].get("ports") or []
+        assert all(not str(p).endswith(f":{health}") for p in published), (name, published)
+    ports = compose["services"]["ingress"]["ports"]
+    assert [str(p).rsplit(":", 1)[1] for p in ports] == ["8080"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
