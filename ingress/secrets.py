@@ -26,6 +26,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.kube.client import list_objects
 from pushrelay.kube.errors import classify
+from pushrelay.kube.fields import mapping, text
 from pushrelay.kube.informer import ChangeKind, Informer, Key, object_key
 from pushrelay.kube.resources import SECRET
 from pushrelay.receivers import SECRET_KEY
@@ -38,21 +39,21 @@ _IDENTITY = ("namespace", "name", "uid", "resourceVersion")
 
 def identity(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Only what tells one version of an object from another: its identity."""
-    meta = obj.get("metadata") or {}
+    meta = mapping(obj, "metadata")
     return {"metadata": {k: meta[k] for k in _IDENTITY if k in meta}}
 
 
 def trim_secret(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Keep only what receivers need of a Secret: identity and the ``secret`` key."""
     kept = identity(obj)
-    data = obj.get("data") or {}
-    if isinstance(data, dict) and SECRET_KEY in data:
+    data = mapping(obj, "data")
+    if SECRET_KEY in data:
         kept["data"] = {SECRET_KEY: data[SECRET_KEY]}
     return kept
 
 
 def version_of(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return text(obj, "metadata", "resourceVersion")
 
 
 def plan(wanted: Iterable[Key], versions: Mapping[Key, str],

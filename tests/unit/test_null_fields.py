@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingress.registry import trim_secret
+from ingress.secrets import trim_secret
 from pushrelay.cli.visibility import _status_urls
 from pushrelay.devstack import kubeapi
 from pushrelay.devstack.kubeapi import MANAGED_BY, established, install_crds, is_ours
