@@ -60,8 +60,10 @@ TRANSIENT_KAFKA_ERRORS = (
     "GroupLoadInProgressError", "CoordinatorLoadInProgressError",
     "LeaderNotAvailableError", "NotLeaderForPartitionError", "NotLeaderOrFollowerError",
     "UnknownTopicOrPartitionError",
+    # What the group coordinator client logs (WARNING) after each of the above.
+    "Marking the coordinator dead",
 )
-_TRANSIENT = re.compile(r"\b(" + "|".join(TRANSIENT_KAFKA_ERRORS) + r")\b")
+_TRANSIENT = re.compile(r"\b(" + "|".join(map(re.escape, TRANSIENT_KAFKA_ERRORS)) + r")\b")
 
 
 class TransientStartup(logging.Filter):

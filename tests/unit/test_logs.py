@@ -39,6 +39,11 @@ def test_the_first_transient_error_becomes_one_info_line_of_ours() -> None:
     other = record("aiokafka.producer.sender", logging.WARNING,
                    "Got error produce response: %s", "[Error 5] LeaderNotAvailableError")
     assert noise.filter(other) and other.levelname == "INFO"  # a different condition: once
+    dead = [record("aiokafka.consumer.group_coordinator", logging.WARNING,
+                   "Marking the coordinator dead (node %s)for group %s.", 1, g)
+            for g in ("router", "refresher", "router")]
+    assert [noise.filter(r) for r in dead] == [True, False, False]
+    assert dead[0].levelname == "INFO"
 
 
 def test_a_condition_that_outlasts_the_grace_period_is_a_real_failure() -> None:
