@@ -50,11 +50,7 @@ class Helm:
     def values_args(self, values: dict[str, Any] | Path | None) -> list[str]:
         if values is None:
             return []
-        if isinstance(values, Path):
-            return ["--values", str(values)]
-        text = yaml.safe_dump(values)
-        path = self.home / f"values-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-        path.write_text(text)
+        path = values if isinstance(values, Path) else values_file(self.home, values)
         return ["--values", str(path)]
 
     def template(self, values: dict[str, Any] | Path | None = None, *,
@@ -83,3 +79,11 @@ def helm(home: Path) -> Helm:
     binary = ensure_helm(lambda msg: print(f"devstack: {msg}", file=sys.stderr))
     home.mkdir(parents=True, exist_ok=True)
     return Helm(binary, home)
+
+
+def values_file(directory: Path, values: dict[str, Any]) -> Path:
+    """``values`` as a file for ``--values``."""
+    text = yaml.safe_dump(values)
+    path = directory / f"values-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    path.write_text(text)
+    return path
