@@ -70,8 +70,11 @@ class Helm:
         return proc.stderr
 
     def lint(self, values: dict[str, Any] | Path | None = None) -> str:
-        return self.run("lint", "--strict", str(CHART), "--kube-version", KUBERNETES_VERSION,
-                        *self.values_args(values)).stdout
+        """``helm lint --strict`` output, stdout and stderr (where it reports a
+        template's ``fail`` as INFO without failing)."""
+        proc = self.run("lint", "--strict", str(CHART), "--kube-version", KUBERNETES_VERSION,
+                        *self.values_args(values))
+        return proc.stdout + proc.stderr
 
 
 def helm(home: Path) -> Helm:

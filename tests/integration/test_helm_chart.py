@@ -89,6 +89,16 @@ def containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_helm_lint_strict(chart_helm: Helm, values: str) -> None:
     out = chart_helm.lint(VALUE_SETS[values])
     assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+    assert "[ERROR]" not in out and "[WARNING]" not in out and "Fail:" not in out, out
+
+
+def test_a_budget_switches_from_max_unavailable_to_min_available(chart_helm: Helm) -> None:
+    objects = chart_helm.template({"router": {"pdb": {"minAvailable": 1,
+                                                      "maxUnavailable": None}}})
+    assert by_kind(objects, "PodDisruptionBudget")["pushrelay-router"]["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "pushrelay-router",
+                                     "app.kubernetes.io/instance": "pushrelay"}}}
 
 
 # --- 2. drift: the defaults are deploy/ -------------------------------------------------
@@ -239,7 +249,7 @@ def test_chart_readme_documents_every_setting() -> None:
         ({"logLevel": "LOUD"}, "logLevel"),
         ({"kafka": {"securityProtocol": "TLS"}}, "securityProtocol"),
         ({"replicas": 3}, "replicas"),  # a misplaced key is not silently ignored
-        ({"config": {"kafka_bootstrap": "x:9092"}}, "config"),
+        ({"config": {"kafka_bootstrap": "x:9092"}}, "^PUSHRELAY_[A-Z0-9_]+$"),
         ({"baseUrl": "pushrelay.example.com"}, "baseUrl"),
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "kafka.sasl.existingSecret"),
         ({"kafka": {"tls": {"existingSecret": "ca"}}}, "SSL or SASL_SSL"),
@@ -262,11 +272,14 @@ def test_broken_values_are_refused_by_name(
 _METRIC = re.compile(r"\b(pushrelay_[a-z_]+)\b")
 
 
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
+             "gauge": ("",)}
+
+
 def registered_metric_names() -> set[str]:
-    names = set()
-    for family in metrics.REGISTRY.collect():
-        names |= {s.name for s in family.samples}
-    return names
+    """The series names pushrelay exports (whether or not a sample exists yet)."""
+    return {family.name + suffix for family in metrics.REGISTRY.collect()
+            for suffix in _SUFFIXES[family.type]}
 
 
 def test_alerts_cover_the_issue_and_use_real_metrics(everything: list[dict[str, Any]]) -> None:
