@@ -129,9 +129,13 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
             async def accepted() -> bool:
-                # the receiver table may still be loading its Secret: retry 404/503
-                async with session.post(url, json=payload) as response:
-                    return response.status == 202
+                # Ready pods may still be loading the receiver's Secret (404) and the
+                # Service's endpoints may lag readiness: retry until 202.
+                try:
+                    async with session.post(url, json=payload) as response:
+                        return response.status == 202
+                except (aiohttp.ClientError, TimeoutError):
+                    return False
 
             await eventually(accepted, within=60, interval=1)
 
