@@ -17,6 +17,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -83,6 +84,7 @@ def release_values(kafka: str, prefix: str) -> dict[str, Any]:
 
 
 async def pod_problems(kube: ApiClient, namespace: str) -> list[str]:
+    """Containers that will not start without a change (image missing, crash loop)."""
     pods = (await request_json(kube, "GET", f"/api/v1/namespaces/{namespace}/pods"))["items"]
     problems = []
     for pod in pods:
@@ -95,27 +97,38 @@ async def pod_problems(kube: ApiClient, namespace: str) -> list[str]:
     return problems
 
 
+async def wait_until_ready(kube: ApiClient, namespace: str, within: float = 300) -> None:
+    """Every Deployment of the release fully Ready; fails early on a pod that cannot start."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+
+    async def ready() -> bool:
+        problems = await pod_problems(kube, namespace)
+        if problems:
+            pytest.fail("pods cannot start (is the image loaded into the node? "
+                        f"PUSHRELAY_TEST_IMAGE={IMAGE}):\n" + "\n".join(problems))
+        items = (await request_json(kube, "GET", path))["items"]
+        return len(items) == 3 and all(
+            d.get("status", {}).get("readyReplicas", 0) == d["spec"]["replicas"] for d in items)
+
+    await eventually(ready, within=within, interval=2)
+
+
 async def test_helm_install_on_the_node_refreshes_a_warehouse(
     kube: ApiClient, devstack_env: dict[str, str], node_kafka: str, install_helm: Helm,
     release_namespace: str, project: Project,  # noqa: F811
-    tmp_path: Any,
+    tmp_path: Path,
 ) -> None:
     release = unique("hr")
     values = values_file(tmp_path, release_values(node_kafka, f"t{uuid.uuid4().hex[:10]}."))
     kubeconfig = devstack_env["KUBECONFIG"]
-    install = asyncio.create_task(asyncio.to_thread(
-        install_helm.run, "install", release, str(CHART), "--namespace", release_namespace,
-        "--values", str(values), "--wait", "--timeout", "5m", kubeconfig=kubeconfig,
-        timeout=400, check=False))
+
+    def helm_run(*args: str) -> None:
+        install_helm.run(*args, "--namespace", release_namespace, kubeconfig=kubeconfig,
+                         timeout=300)
+
+    await asyncio.to_thread(helm_run, "install", release, str(CHART), "--values", str(values))
     try:
-        while not install.done():
-            problems = await pod_problems(kube, release_namespace)
-            if problems:
-                pytest.fail("pods cannot start (is the image loaded into the node? "
-                            f"PUSHRELAY_TEST_IMAGE={IMAGE}):\n" + "\n".join(problems))
-            await asyncio.wait({install}, timeout=5)
-        proc = install.result()
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        await wait_until_ready(kube, release_namespace)
 
         service = await request_json(kube, "GET", f"/api/v1/namespaces/{release_namespace}"
                                      f"/services/{release}-pushrelay-ingress")
@@ -145,11 +158,7 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
 
         await eventually(refreshed, within=60, interval=0.5)
     finally:
-        if not install.done():
-            await install
-        await asyncio.to_thread(
-            install_helm.run, "uninstall", release, "--namespace", release_namespace,
-            "--wait", "--timeout", "2m", kubeconfig=kubeconfig, timeout=200, check=False)
+        await asyncio.to_thread(helm_run, "uninstall", release, "--wait", "--timeout", "2m")
     for kind in ("clusterroles", "clusterrolebindings"):
         listed = await request_json(kube, "GET", f"/apis/rbac.authorization.k8s.io/v1/{kind}")
         assert not [o for o in listed["items"] if o["metadata"]["name"].startswith(release)]
