@@ -1,14 +1,16 @@
-"""``helm install`` of charts/pushrelay on the devstack's real node, and a push through it.
+"""``helm install`` of charts/pushrelay on the devstack, and a push through it.
 
-The release runs the product image on the devstack's kubelet node: every pod
-becomes Ready under the "restricted" Pod Security Standard, a Quay push sent to
-the ingress Service refreshes a Warehouse, and ``helm uninstall`` removes what
-the release made (cluster-scoped RBAC and admission policy included).
-
-Needs a devstack with a node (``pushrelay devstack up --node``, which exports
-``PUSHRELAY_DEVSTACK_NODE_KAFKA_BOOTSTRAP``: the address pods reach Kafka on)
-and the image loaded into the node (``PUSHRELAY_TEST_IMAGE``, default
-``pushrelay:latest``, never pulled). Skipped, saying which is missing, otherwise.
+1. The release's life cycle on the API server (no node needed): install creates
+   every object for real, an upgrade with a changed setting changes the pods'
+   config checksum, uninstall removes everything, cluster-scoped objects too.
+2. On the devstack's real node (marked ``node``): the product image runs, every
+   pod becomes Ready under the "restricted" Pod Security Standard, and a Quay
+   push sent to the ingress Service refreshes a Warehouse. It needs a devstack
+   with a node (``pushrelay devstack up --node``, which exports
+   ``PUSHRELAY_DEVSTACK_NODE_KAFKA_BOOTSTRAP``: the address pods reach Kafka on)
+   and the image loaded into the node (``PUSHRELAY_TEST_IMAGE``, default
+   ``pushrelay:latest``, never pulled); it is skipped, saying which is missing,
+   otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,6 @@ from pushrelay.kube.resources import REFRESH_ANNOTATION
 from tests.integration.conftest import eventually, temporary_namespace, unique
 from tests.integration.helm_support import CHART, Helm, helm, values_file
 from tests.integration.test_deploy_rbac import KARGO_API, Project, project  # noqa: F401
-
-pytestmark = pytest.mark.node
 
 NODE_KAFKA = "PUSHRELAY_DEVSTACK_NODE_KAFKA_BOOTSTRAP"
 IMAGE = os.environ.get("PUSHRELAY_TEST_IMAGE", "pushrelay:latest")
@@ -83,6 +83,79 @@ def release_values(kafka: str, prefix: str) -> dict[str, Any]:
     }
 
 
+def releaser(tool: Helm, devstack_env: dict[str, str], namespace: str) -> Callable[..., str]:
+    """``helm <args> --namespace <namespace>`` against the devstack; its stdout."""
+    def run(*args: str) -> str:
+        return tool.run(*args, "--namespace", namespace,
+                        kubeconfig=devstack_env["KUBECONFIG"], timeout=300).stdout
+    return run
+
+
+CLUSTER_SCOPED = ("/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                  "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                  "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+                  "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")
+
+
+async def cluster_scoped_of(kube: ApiClient, release: str) -> list[str]:
+    """Names of the cluster-scoped objects the release made that exist now."""
+    found = []
+    for path in CLUSTER_SCOPED:
+        items = (await request_json(kube, "GET", path))["items"]
+        found += [o["metadata"]["name"] for o in items
+                  if o["metadata"]["name"].startswith(f"{release}-")]
+    return sorted(found)
+
+
+async def test_install_upgrade_uninstall_on_the_api_server(
+    kube: ApiClient, devstack_env: dict[str, str], install_helm: Helm,
+    release_namespace: str, tmp_path: Path,
+) -> None:
+    """The release's life cycle with real writes (no node needed: no pod runs).
+
+    ``helm install`` creates every object (server-side validation and admission
+    for real, Helm's ownership records); ``helm upgrade`` with a changed setting
+    changes the ConfigMap and the pods' config checksum, so they would roll;
+    ``helm uninstall`` removes everything, cluster-scoped objects included.
+    """
+    release = unique("hl")
+    helm_run = releaser(install_helm, devstack_env, release_namespace)
+    base = {"kafka": {"topicReplication": 1}}
+    await asyncio.to_thread(helm_run, "install", release, str(CHART),
+                            "--values", str(values_file(tmp_path, base)))
+    try:
+        ns = f"/namespaces/{release_namespace}"
+        config_path = f"/api/v1{ns}/configmaps/{release}-pushrelay-config"
+        deployments_path = f"/apis/apps/v1{ns}/deployments"
+
+        async def checksums() -> dict[str, str]:
+            items = (await request_json(kube, "GET", deployments_path))["items"]
+            return {d["metadata"]["name"]:
+                    d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                    for d in items}
+
+        before = await checksums()
+        assert sorted(before) == [f"{release}-pushrelay-{c}"
+                                  for c in ("ingress", "refresher", "router")]
+        assert len(await cluster_scoped_of(kube, release)) == 8  # 3 roles, 3 bindings, VAP+binding
+        status = await asyncio.to_thread(helm_run, "status", release)
+        assert "STATUS: deployed" in status
+
+        changed = {**base, "logLevel": "DEBUG"}
+        await asyncio.to_thread(helm_run, "upgrade", release, str(CHART),
+                                "--values", str(values_file(tmp_path, changed)))
+        config = await request_json(kube, "GET", config_path)
+        assert config["data"]["PUSHRELAY_LOG_LEVEL"] == "DEBUG"
+        after = await checksums()
+        assert all(after[name] != before[name] for name in before)
+    finally:
+        await asyncio.to_thread(helm_run, "uninstall", release, "--wait", "--timeout", "2m")
+    assert await cluster_scoped_of(kube, release) == []
+    remaining = await request_json(kube, "GET", f"/apis/apps/v1/namespaces/{release_namespace}"
+                                   "/deployments")
+    assert remaining["items"] == []
+
+
 async def pod_problems(kube: ApiClient, namespace: str) -> list[str]:
     """Containers that will not start without a change (image missing, crash loop)."""
     pods = (await request_json(kube, "GET", f"/api/v1/namespaces/{namespace}/pods"))["items"]
@@ -113,6 +186,7 @@ async def wait_until_ready(kube: ApiClient, namespace: str, within: float = 300)
     await eventually(ready, within=within, interval=2)
 
 
+@pytest.mark.node
 async def test_helm_install_on_the_node_refreshes_a_warehouse(
     kube: ApiClient, devstack_env: dict[str, str], node_kafka: str, install_helm: Helm,
     release_namespace: str, project: Project,  # noqa: F811
@@ -120,12 +194,7 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
 ) -> None:
     release = unique("hr")
     values = values_file(tmp_path, release_values(node_kafka, f"t{uuid.uuid4().hex[:10]}."))
-    kubeconfig = devstack_env["KUBECONFIG"]
-
-    def helm_run(*args: str) -> None:
-        install_helm.run(*args, "--namespace", release_namespace, kubeconfig=kubeconfig,
-                         timeout=300)
-
+    helm_run = releaser(install_helm, devstack_env, release_namespace)
     await asyncio.to_thread(helm_run, "install", release, str(CHART), "--values", str(values))
     try:
         await wait_until_ready(kube, release_namespace)
@@ -159,6 +228,4 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
         await eventually(refreshed, within=60, interval=0.5)
     finally:
         await asyncio.to_thread(helm_run, "uninstall", release, "--wait", "--timeout", "2m")
-    for kind in ("clusterroles", "clusterrolebindings"):
-        listed = await request_json(kube, "GET", f"/apis/rbac.authorization.k8s.io/v1/{kind}")
-        assert not [o for o in listed["items"] if o["metadata"]["name"].startswith(release)]
+    assert await cluster_scoped_of(kube, release) == []
