@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -195,9 +196,11 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
     release = unique("hr")
     values = values_file(tmp_path, release_values(node_kafka, f"t{uuid.uuid4().hex[:10]}."))
     helm_run = releaser(install_helm, devstack_env, release_namespace)
+    started = time.monotonic()
     await asyncio.to_thread(helm_run, "install", release, str(CHART), "--values", str(values))
     try:
         await wait_until_ready(kube, release_namespace)
+        ready_after = time.monotonic() - started
 
         service = await request_json(kube, "GET", f"/api/v1/namespaces/{release_namespace}"
                                      f"/services/{release}-pushrelay-ingress")
@@ -226,6 +229,8 @@ async def test_helm_install_on_the_node_refreshes_a_warehouse(
             return bool(wh["metadata"].get("annotations", {}).get(REFRESH_ANNOTATION))
 
         await eventually(refreshed, within=60, interval=0.5)
+        print(f"helm install -> all pods Ready in {ready_after:.1f}s; "
+              f"push -> Warehouse refreshed {time.monotonic() - started - ready_after:.1f}s later")
     finally:
         await asyncio.to_thread(helm_run, "uninstall", release, "--wait", "--timeout", "2m")
     assert await cluster_scoped_of(kube, release) == []
