@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test unit integration lint bench faults audit devstack-up devstack-down clean
+.PHONY: install demo test unit integration lint bench faults audit tools devstack-up devstack-down clean
 
 install: $(VENV)/.installed
 
@@ -21,13 +21,13 @@ demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
 ## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
-test: install lint audit
+test: install lint audit tools
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
-integration: install
+integration: install tools
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
 
 lint: install
@@ -39,6 +39,10 @@ bench: install
 
 faults: install
 	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
+
+## Tools the tests run (helm), built once into the cache with visible progress.
+tools: install
+	@$(BIN)/pushrelay devstack tool helm >/dev/null
 
 ## Known vulnerabilities in the installed dependency set (policy: docs/reliability.md).
 audit: install

@@ -25,6 +25,7 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pushrelay.bus import connection_options
 from pushrelay.events import now
 from pushrelay.settings import CommonSettings
 
@@ -234,7 +235,7 @@ def parse_fact(raw: bytes | None) -> DeliveryFact | None:
 async def read_facts(settings: CommonSettings, max_wait: float = 10.0) -> list[DeliveryFact]:
     """Read the whole deliveries topic (no consumer group, nothing committed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        **connection_options(settings), enable_auto_commit=False,
         auto_offset_reset="earliest", group_id=None,
     )
     await consumer.start()

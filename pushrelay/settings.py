@@ -8,12 +8,14 @@ for documentation and for ``python -m <service>``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class CommonSettings(BaseSettings):
@@ -28,6 +30,22 @@ class CommonSettings(BaseSettings):
     topic_partitions: int = Field(6, ge=1, description="partitions of topics we create")
     topic_replication: int = Field(1, ge=1, description="replication factor of topics we create")
     kafka_request_timeout: float = Field(10.0, gt=0, description="Kafka request timeout, s")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="how clients talk to the brokers (Kafka's security.protocol)"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ca_file: str | None = Field(
+        None, description="PEM CA bundle that signs the brokers' certificates "
+                          "(default: the system's trust store)"
+    )
+    kafka_cert_file: str | None = Field(
+        None, description="PEM client certificate for mutual TLS (with kafka_key_file)"
+    )
+    kafka_key_file: str | None = Field(None, description="PEM private key of kafka_cert_file")
     log_level: LogLevel = Field("INFO", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log format")
     kubeconfig: str | None = Field(
@@ -50,6 +68,24 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"PUSHRELAY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "PUSHRELAY_KAFKA_SASL_USERNAME and PUSHRELAY_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ValueError("PUSHRELAY_KAFKA_CERT_FILE and PUSHRELAY_KAFKA_KEY_FILE go together")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.kafka_ca_file or self.kafka_cert_file):
+            raise ValueError(
+                "PUSHRELAY_KAFKA_CA_FILE / _CERT_FILE need PUSHRELAY_KAFKA_SECURITY_PROTOCOL "
+                "SSL or SASL_SSL"
+            )
+        return self
 
     @property
     def push_topic(self) -> str:

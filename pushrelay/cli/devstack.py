@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pushrelay.devstack import tools
 from pushrelay.devstack.errors import DevstackError
 from pushrelay.devstack.stack import Devstack
 
@@ -71,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
     run.set_defaults(func=_exec)
+
+    tool = sub.add_parser(
+        "tool", help="print the path of a cached tool (built once), or run it with -- ARGS",
+    )
+    tool.add_argument("name", choices=sorted(tools.TOOLS), help="the tool")
+    tool.add_argument("cmd", nargs=argparse.REMAINDER, help="-- arguments to run it with")
+    tool.set_defaults(func=_tool)
 
 
 def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:
@@ -140,6 +148,18 @@ def _exec(args: argparse.Namespace) -> int:
     finally:
         if not was_healthy:
             stack.down()
+
+
+def _tool(args: argparse.Namespace) -> int:
+    try:
+        binary = tools.TOOLS[args.name](lambda msg: print(f"devstack: {msg}", file=sys.stderr))
+    except DevstackError as exc:
+        return _fail(exc)
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        print(binary)
+        return 0
+    return subprocess.call([str(binary), *argv])
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ Each binary is built in a throwaway module under ``<cache>/build/<name>-<ver>``:
   release needs no code change here.
 * etcd: ``require go.etcd.io/etcd/server/v3 <ver>``; its ``main`` package is the
   module root.
+* tools such as helm (``pushrelay.devstack.tools``): ``require <module> <ver>``
+  and its command package, the versions its own go.mod pins.
 
 The result lands in ``<cache>/bin/<name>-<ver>``; later runs only stat it.
 """
@@ -22,7 +24,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,7 +106,10 @@ def _build(
     package: str,
     progress: Progress,
     eta: str,
+    ldflags: Sequence[str] = (),
 ) -> Path:
+    """Build ``package`` of ``module_require`` at ``version`` once; ``ldflags`` are
+    extra linker flags (``-X`` version stamps)."""
     out = cache_dir() / "bin" / f"{name}-{version}"
     if out.is_file() and os.access(out, os.X_OK):
         return out
@@ -133,8 +138,8 @@ def _build(
         tmp = out.with_name(out.name + ".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
         stamp = _version_ldflags(version) if module_require == "k8s.io/kubernetes" else []
-        ldflags = " ".join(["-s", "-w", *stamp])
-        _run(component, [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp), package],
+        flags = " ".join(["-s", "-w", *stamp, *ldflags])
+        _run(component, [go, "build", "-trimpath", f"-ldflags={flags}", "-o", str(tmp), package],
              work, log, env)
         tmp.replace(out)
         progress(f"built {name} {version} in {time.monotonic() - started:.0f}s -> {out}")
