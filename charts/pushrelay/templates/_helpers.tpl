@@ -66,12 +66,12 @@ the ingress serves them on its receiver port, router and refresher on the
 health port.
 */}}
 {{- define "pushrelay.healthPortName" -}}
-{{- if eq . "ingress" }}http{{ else }}health{{ end }}
+health
 {{- end }}
 
 {{/* The number behind pushrelay.healthPortName: (dict "root" $ "component" ...). */}}
 {{- define "pushrelay.healthPort" -}}
-{{- if eq .component "ingress" }}{{ .root.Values.ports.ingress }}{{ else }}{{ .root.Values.ports.health }}{{ end }}
+{{- .root.Values.ports.health }}
 {{- end }}
 
 {{/* Mount point of kafka.tls.existingSecret. */}}
