@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test unit integration lint bench faults audit devstack-up devstack-down clean
+.PHONY: install demo test unit integration lint bench faults audit devstack-up devstack-down node-deps node clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,17 @@ faults: install
 audit: install
 	$(BIN)/python -m pip install -q pip-audit
 	$(BIN)/python tests/audit/pip_audit_policy.py $(ARGS)
+
+## Debian packages the devstack's node needs (`pushrelay devstack up --node`); root only.
+NODE_DEBS := containerd runc containernetworking-plugins iptables conntrack
+node-deps:
+	@dpkg -s $(NODE_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 $(NODE_DEBS); }
+
+## deploy/ on a real node (own devstack state dir, brought down afterwards).
+node: install node-deps
+	$(BIN)/python -m pytest -q -m node $(PYTEST_ARGS)
 
 devstack-up: install
 	$(BIN)/pushrelay devstack up
