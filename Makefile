@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
 ## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
-test: install lint audit
+test: install lint audit node-deps
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -54,7 +54,7 @@ node-deps:
 
 ## deploy/ on a real node (own devstack state dir, brought down afterwards).
 node: install node-deps
-	$(BIN)/python -m pytest -q -m node $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests/node $(PYTEST_ARGS)
 
 devstack-up: install
 	$(BIN)/pushrelay devstack up

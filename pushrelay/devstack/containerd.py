@@ -89,9 +89,13 @@ def start(state: Path, log: Path, record: Path, sandbox_image: str) -> procs.Pro
 
 
 def ctr(state: Path, *args: str, stdin: bytes | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+        stdin_file: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     argv = [binary("ctr"), f"--address={socket(state)}", f"--namespace={NAMESPACE}", *args]
-    return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+    if stdin_file is None:
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
+                              check=False)
+    with stdin_file.open("rb") as fh:
+        return subprocess.run(argv, stdin=fh, capture_output=True, timeout=timeout, check=False)
 
 
 def healthy(state: Path) -> bool:
@@ -110,8 +114,9 @@ def has_image(state: Path, ref: str) -> bool:
 
 def import_image(state: Path, archive: Path | bytes, ref: str) -> None:
     """Import a ``docker save``-format archive (path or bytes) that holds ``ref``."""
-    data = archive if isinstance(archive, bytes) else archive.read_bytes()
-    out = ctr(state, "images", "import", "--snapshotter=native", "-", stdin=data)
+    argv = ("images", "import", "--snapshotter=native", "-")
+    out = (ctr(state, *argv, stdin=archive) if isinstance(archive, bytes)
+           else ctr(state, *argv, stdin_file=archive))
     if out.returncode != 0:
         raise DevstackError(COMPONENT, f"cannot import {ref}: {out.stderr.decode().strip()}")
     if not has_image(state, ref):

@@ -4,7 +4,9 @@ Pods get addresses from ``POD_CIDR`` on the bridge ``BRIDGE``, whose address
 ``GATEWAY`` is also the node's InternalIP, the apiserver's advertised address
 and Kafka's second listener: everything a pod talks to is on this host.
 
-The fence (iptables chain ``FENCE`` jumped to first from ``FORWARD``) lets
+Service addresses (``SERVICE_CIDR``) are routed to the bridge too, so a packet
+to a Service that kube-proxy has not translated yet stays on this host. The
+fence (iptables chain ``FENCE`` jumped to first from ``FORWARD``) lets
 traffic between pods through and drops anything a pod sends that would leave
 through another interface, so no pod packet ever leaves the machine; the CNI
 config does no masquerading either. IPv4 forwarding is switched on while the
@@ -100,6 +102,9 @@ def setup(state: Path) -> None:
     if f" {GATEWAY}/" not in addrs:
         _run(["ip", "addr", "add", f"{GATEWAY}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE])
     _run(["ip", "link", "set", BRIDGE, "up"])
+    # Service addresses not (yet) translated by kube-proxy go to the bridge, and
+    # die there, instead of following the default route off the machine.
+    _run(["ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE])
     if _run(["iptables", "-w", "-n", "-L", FENCE], check=False).returncode != 0:
         _run(["iptables", "-w", "-N", FENCE])
         for rule in _fence_rules():

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from pushrelay.devstack import procs
+from pushrelay.devstack import hostnet, procs
 from pushrelay.devstack.certs import Pki
 from pushrelay.devstack.kubeapi import KubeHTTP
 from pushrelay.devstack.paths import StatePaths
@@ -96,7 +96,7 @@ def apiserver_argv(
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
-        "--service-cluster-ip-range=10.96.0.0/24",
+        f"--service-cluster-ip-range={hostnet.SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--allow-privileged=false",
         *admission,

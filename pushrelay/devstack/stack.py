@@ -216,8 +216,11 @@ class Devstack:
         self._wait(KAFKA)
         self._wait(CONTROLLER_MANAGER)
         for name in node.COMPONENTS if self.node else ():
+            t_node = time.monotonic()
             self._start(name, chosen, started)
             self._wait(name)
+            what = f"node {node.NODE_NAME} Ready" if name == node.KUBELET else f"{name} ready"
+            self.progress(f"{what} in {time.monotonic() - t_node:.1f}s")
         self._write_env()
         self.progress(f"up in {time.monotonic() - t0:.1f}s; state: {self.paths.root}")
 
