@@ -107,6 +107,18 @@ def wait(rec: procs.ProcRecord, state: Path, timeout: float = 60) -> None:
                      what="serving (ctr version)")
 
 
+def image_ref(image: str) -> str:
+    """The name containerd (and the kubelet) gives a Docker-style reference:
+    ``pushrelay:latest`` is ``docker.io/library/pushrelay:latest``."""
+    name = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
+
+
 def has_image(state: Path, ref: str) -> bool:
     out = ctr(state, "images", "ls", "-q", timeout=30)
     return out.returncode == 0 and ref in out.stdout.decode().split()

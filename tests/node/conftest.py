@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.devstack import containerd
 from pushrelay.devstack.paths import cache_dir
 from pushrelay.devstack.stack import Devstack
 from pushrelay.kube.client import new_api_client
@@ -58,17 +59,6 @@ def _build_product_image() -> None:
     subprocess.run([*cli, "images", "--only", "pushrelay"], check=False, timeout=1800)
 
 
-def containerd_ref(image: str) -> str:
-    """The name containerd (and so the kubelet) gives ``image``: ``docker.io/library/...``."""
-    name = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
-    first = name.split("/", 1)[0]
-    if "/" not in name:
-        return f"docker.io/library/{name}"
-    if "." not in first and ":" not in first and first != "localhost":
-        return f"docker.io/{name}"
-    return name
-
-
 @pytest.fixture(scope="session")
 def node_lock() -> Iterator[None]:
     STATE.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +93,7 @@ def product_image(node_stack: Devstack) -> str:
     started = time.monotonic()
     out = _docker("save", "-o", str(archive), IMAGE)
     assert out.returncode == 0, out.stderr.decode()
-    node_stack.import_image(archive, containerd_ref(IMAGE))
+    node_stack.import_image(archive, containerd.image_ref(IMAGE))
     archive.unlink()
     record("image_import_s", round(time.monotonic() - started, 1))
     return IMAGE
