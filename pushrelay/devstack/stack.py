@@ -113,7 +113,7 @@ class Devstack:
             except BaseException:
                 for name in reversed(started):
                     self.stop_component(name)
-                if node.CONTAINERD in started:
+                if self.node and not self._running(node.CONTAINERD):
                     node.cleanup_host(self.paths, gobuild.cached_binary(node.KUBE_PROXY))
                 raise
             return self.env()
@@ -197,6 +197,7 @@ class Devstack:
             node.ensure_identities(self.pki)
             self._node_marker.parent.mkdir(parents=True, exist_ok=True)
             self._node_marker.touch()
+            hostnet.setup(self._node_marker.parent)  # Kafka listens on the bridge address
         running = [n for n in self.components if self._running(n)]
         chosen = ports.choose(self.paths.ports_file, running)
         for name in self.components:
