@@ -96,14 +96,14 @@ def ensure_jars(progress: Callable[[str], None], version: str = KAFKA_VERSION) -
 
 
 def listener_props(port: int, controller_port: int,
-                   node_ip: str | None = None) -> dict[str, str]:
-    """Loopback listener; with ``node_ip`` (a devstack with a node) a second one,
-    ``NODE``, on that address and the same port, advertised as itself, so a
-    client bootstrapping from either address is told the address it can reach."""
+                   node: tuple[str, int] | None = None) -> dict[str, str]:
+    """Loopback listener; with ``node`` (address, port: a devstack with a node) a
+    second one, ``NODE``, advertised as itself, so a client bootstrapping from
+    either address is told the address it can reach."""
     listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
     protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-    if node_ip is not None:
-        listeners.append(f"NODE://{node_ip}:{port}")
+    if node is not None:
+        listeners.append(f"NODE://{node[0]}:{node[1]}")
         protocols.append("NODE:PLAINTEXT")
     return {
         "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller_port}"]),
@@ -113,14 +113,14 @@ def listener_props(port: int, controller_port: int,
 
 
 def write_config(paths: StatePaths, port: int, controller_port: int,
-                 node_ip: str | None = None) -> None:
+                 node: tuple[str, int] | None = None) -> None:
     cfg = paths.kafka_config
     cfg.parent.mkdir(parents=True, exist_ok=True)
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        **listener_props(port, controller_port, node_ip),
+        **listener_props(port, controller_port, node),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(paths.kafka_data),

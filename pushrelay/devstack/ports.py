@@ -26,6 +26,7 @@ OWNERS = {
     "kafka": "kafka",
     "kafka-controller": "kafka",
     # only used by a devstack with a node (pushrelay.devstack.node)
+    "kafka-node": "kafka",
     "kube-scheduler": "kube-scheduler",
     "kube-proxy": "kube-proxy",
     "kube-proxy-metrics": "kube-proxy",

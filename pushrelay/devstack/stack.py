@@ -97,7 +97,7 @@ class Devstack:
         }
         if self.node:  # what pods on the node use to reach Kafka
             env["PUSHRELAY_DEVSTACK_NODE_KAFKA_BOOTSTRAP"] = (
-                f"{hostnet.GATEWAY}:{self._ports()[KAFKA]}")
+                f"{hostnet.GATEWAY}:{self._ports()['kafka-node']}")
         return env
 
     def up(self) -> dict[str, str]:
@@ -285,7 +285,8 @@ class Devstack:
         if name in node.COMPONENTS:
             return self._launch_node(name, chosen)
         libs = kafka.ensure_jars(progress)
-        kafka.write_config(self.paths, chosen[KAFKA], chosen["kafka-controller"], self._node_ip)
+        node_listener = (hostnet.GATEWAY, chosen["kafka-node"]) if self.node else None
+        kafka.write_config(self.paths, chosen[KAFKA], chosen["kafka-controller"], node_listener)
         kafka.format_storage(libs, self.paths)
         return kafka.start(libs, self.paths, chosen[KAFKA])
 

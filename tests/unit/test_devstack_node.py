@@ -68,9 +68,9 @@ def test_controller_manager_runs_everything_with_a_node(tmp_path: Path) -> None:
 
 
 def test_kafka_node_listener() -> None:
-    props = kafka.listener_props(9092, 9093, hostnet.GATEWAY)
+    props = kafka.listener_props(9092, 9093, (hostnet.GATEWAY, 9094))
     assert props["advertised.listeners"] == (
-        f"PLAINTEXT://127.0.0.1:9092,NODE://{hostnet.GATEWAY}:9092")
+        f"PLAINTEXT://127.0.0.1:9092,NODE://{hostnet.GATEWAY}:9094")
     assert "CONTROLLER://127.0.0.1:9093" in props["listeners"]
     assert "NODE:PLAINTEXT" in props["listener.security.protocol.map"]
     assert "NODE" not in kafka.listener_props(9092, 9093)["listeners"]
