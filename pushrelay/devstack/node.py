@@ -38,7 +38,8 @@ CONTAINERD = containerd.COMPONENT
 KUBELET = "kubelet"
 KUBE_PROXY = "kube-proxy"
 SCHEDULER = "kube-scheduler"
-COMPONENTS = (CONTAINERD, SCHEDULER, KUBELET, KUBE_PROXY)  # start order (kube-proxy waits for the Node)
+# start order (kube-proxy waits for the Node to exist)
+COMPONENTS = (CONTAINERD, SCHEDULER, KUBELET, KUBE_PROXY)
 NODE_NAME = "pushrelay-node"
 NODE_USER = f"system:node:{NODE_NAME}"
 KUBE_PROXY_USER = "system:kube-proxy"
@@ -300,14 +301,29 @@ def remove_kubepods_cgroups() -> list[Path]:
     return removed
 
 
-def _delete_kubelet_chains() -> None:
-    """The kubelet's canary chains (kube-proxy --cleanup removes its own)."""
+def delete_kube_chains() -> list[str]:
+    """Every ``KUBE-*`` chain still there after ``kube-proxy --cleanup`` (the kubelet's
+    ``KUBE-FIREWALL``, ``KUBE-IPTABLES-HINT``, canaries): jumps to it first, then it."""
+    removed = []
     for table in ("filter", "nat", "mangle"):
-        for chain in ("KUBE-KUBELET-CANARY", "KUBE-FIREWALL"):
+        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True,
+                              check=False).stdout.splitlines()
+        chains = [line[1:].split()[0] for line in dump if line.startswith(":KUBE-")]
+        for line in dump:
+            words = line.split()
+            target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+            if words[:1] == ["-A"] and target.startswith("KUBE-") \
+                    and not words[1].startswith("KUBE-"):
+                subprocess.run(["iptables", "-w", "-t", table, "-D", *words[1:]],
+                               capture_output=True, check=False)
+        for chain in chains:
             subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True,
                            check=False)
+        for chain in chains:
             subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True,
                            check=False)
+            removed.append(f"{table}/{chain}")
+    return removed
 
 
 def cleanup_host(paths: StatePaths, kube_proxy_binary: Path | None) -> dict[str, object]:
@@ -316,7 +332,7 @@ def cleanup_host(paths: StatePaths, kube_proxy_binary: Path | None) -> dict[str,
     report["shims_killed"] = containerd.stop_leftover_shims(paths.root)
     if kube_proxy_binary is not None:
         kube_proxy_cleanup(kube_proxy_binary, paths.log(KUBE_PROXY))
-    _delete_kubelet_chains()
+    report["chains_removed"] = delete_kube_chains()
     report["unmounted"] = len(unmount_all(paths.root))
     report["cgroups_removed"] = [str(p) for p in remove_kubepods_cgroups()]
     hostnet.teardown(paths.root / "node")

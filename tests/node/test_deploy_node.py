@@ -163,9 +163,13 @@ def write_inside(pid: int, path: str) -> subprocess.CompletedProcess[str]:
 
 
 def mounted_token(pid: int) -> str:
-    """The ServiceAccount token the kubelet projected into the container."""
-    path = Path(f"/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/token")
-    return path.read_text().strip()
+    """The ServiceAccount token the kubelet projected into the container (read in
+    its mount namespace: ``/var/run`` may be a symlink there)."""
+    out = subprocess.run(
+        ["nsenter", f"--target={pid}", "--mount", "--", "/bin/cat",
+         "/var/run/secrets/kubernetes.io/serviceaccount/token"],
+        capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.strip()
 
 
 async def pod_log(api: ApiClient, pod: str) -> str:
