@@ -1,9 +1,10 @@
 """A containerd of the node's own: CRI plugin, own root, state and socket.
 
 It never touches the host's default containerd (``/run/containerd``) or
-Docker's: everything lives under ``<state>/containerd``. Snapshots use the
-``native`` snapshotter (plain copies), which works on any file system, including
-one that refuses overlay mounts. Images cannot be pulled here (no registry is
+Docker's: everything lives under ``<state>/containerd``. Snapshots use
+``overlayfs`` where the state directory's file system takes an overlay mount
+(probed once), else ``native`` (plain copies: works anywhere, but every
+container start copies its image). Images cannot be pulled here (no registry is
 reachable), so every image a pod uses is imported with :func:`import_image`.
 """
 
@@ -38,6 +39,27 @@ def socket(state: Path) -> Path:
     return root(state) / "containerd.sock"
 
 
+def snapshotter(state: Path) -> str:
+    """``overlayfs`` if an overlay mount works under ``state``, else ``native``;
+    decided once per state directory (images are unpacked for it)."""
+    chosen = root(state) / "snapshotter"
+    if chosen.is_file():
+        return chosen.read_text().strip()
+    probe = root(state) / "overlay-probe"
+    dirs = {name: probe / name for name in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    options = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
+    mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options,
+                              str(dirs["merged"])], capture_output=True, check=False)
+    if mounted.returncode == 0:
+        subprocess.run(["umount", str(dirs["merged"])], capture_output=True, check=False)
+    shutil.rmtree(probe, ignore_errors=True)
+    name = "overlayfs" if mounted.returncode == 0 else "native"
+    chosen.write_text(name)
+    return name
+
+
 def config_toml(state: Path, sandbox_image: str) -> str:
     base = root(state)
     return f"""version = 2
@@ -66,7 +88,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   enable_selinux = false
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "{snapshotter(state)}"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -126,7 +148,7 @@ def has_image(state: Path, ref: str) -> bool:
 
 def import_image(state: Path, archive: Path | bytes, ref: str) -> None:
     """Import a ``docker save``-format archive (path or bytes) that holds ``ref``."""
-    argv = ("images", "import", "--snapshotter=native", "-")
+    argv = ("images", "import", f"--snapshotter={snapshotter(state)}", "-")
     out = (ctr(state, *argv, stdin=archive) if isinstance(archive, bytes)
            else ctr(state, *argv, stdin_file=archive))
     if out.returncode != 0:

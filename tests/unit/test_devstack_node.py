@@ -39,6 +39,7 @@ def test_kubelet_config_for_this_machine(tmp_path: Path) -> None:
 
 def test_containerd_config_is_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(containerd, "binary", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(containerd, "snapshotter", lambda state: "native")
     toml = containerd.config_toml(tmp_path, pause.REF)
     assert f'address = "{tmp_path / "containerd" / "containerd.sock"}"' in toml
     assert f'root = "{tmp_path / "containerd" / "root"}"' in toml
