@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--node", action="store_true", default=None,
         help="also run a Kubernetes node (containerd, kubelet, kube-proxy, kube-scheduler) "
-        "so deploy/ runs as real pods; needs root, ~1 GB more RAM and a one-time build "
-        "(docs/devstack.md). Remembered by the state directory",
+        "so deploy/ runs as real pods; needs root, ~250 MB more RAM plus the pods, and a "
+        "one-time build (docs/devstack.md). Remembered by the state directory",
     )
     up.set_defaults(func=_up)
 
