@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from pushrelay.cli.main import main
 from pushrelay.devstack import containerd, hostnet, kafka, kube, node, pause
 from pushrelay.devstack.certs import Pki, ensure_pki
 from pushrelay.devstack.paths import StatePaths
+from pushrelay.devstack.stack import Devstack
 
 
 def test_cni_config_keeps_pods_on_the_bridge(tmp_path: Path) -> None:
@@ -112,3 +114,16 @@ def test_containerd_names_of_docker_images() -> None:
     assert containerd.image_ref("pushrelay") == "docker.io/library/pushrelay:latest"
     assert containerd.image_ref("team/pushrelay:1") == "docker.io/team/pushrelay:1"
     assert containerd.image_ref("registry.example:5000/p:1") == "registry.example:5000/p:1"
+
+
+def test_state_directory_remembers_the_node(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert Devstack(tmp_path).node is False
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "enabled").touch()  # what `up --node` leaves
+    assert Devstack(tmp_path).node is True
+    assert Devstack(tmp_path, node=False).node is False
+    assert main(["devstack", "--state-dir", str(tmp_path), "status"]) == 1
+    out = capsys.readouterr().out
+    for name in node.COMPONENTS:
+        assert name in out
