@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test unit integration lint bench faults audit tools devstack-up devstack-down clean
+.PHONY: install demo test unit integration lint bench faults audit tools devstack-up devstack-down node-deps node clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
 ## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
-test: install lint audit tools
+test: install lint audit tools node-deps
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -48,6 +48,17 @@ tools: install
 audit: install
 	$(BIN)/python -m pip install -q pip-audit
 	$(BIN)/python tests/audit/pip_audit_policy.py $(ARGS)
+
+## Debian packages the devstack's node needs (`pushrelay devstack up --node`); root only.
+NODE_DEBS := containerd runc containernetworking-plugins iptables conntrack
+node-deps:
+	@dpkg -s $(NODE_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 $(NODE_DEBS); }
+
+## deploy/ on a real node (own devstack state dir, brought down afterwards).
+node: install node-deps
+	$(BIN)/python -m pytest -q tests/node $(PYTEST_ARGS)
 
 devstack-up: install
 	$(BIN)/pushrelay devstack up

@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extra kube-apiserver flag, repeatable (default: env "
         "PUSHRELAY_DEVSTACK_APISERVER_ARGS)",
     )
+    up.add_argument(
+        "--node", action="store_true", default=None,
+        help="also run a Kubernetes node (containerd, kubelet, kube-proxy, kube-scheduler) "
+        "so deploy/ runs as real pods; needs root, ~250 MB more RAM plus the pods, and a "
+        "one-time build (docs/devstack.md). Remembered by the state directory",
+    )
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", parents=[common], help="stop the processes `up` started")
@@ -82,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:
-    return Devstack(args.state_dir, apiserver_args=apiserver_args)
+    return Devstack(args.state_dir, apiserver_args=apiserver_args,
+                    node=getattr(args, "node", None))
 
 
 def _fail(exc: DevstackError) -> int:

@@ -1,4 +1,4 @@
-"""Build kube-apiserver and etcd from Go modules, once, into the cache.
+"""Build the Kubernetes binaries and etcd from Go modules, once, into the cache.
 
 Each binary is built in a throwaway module under ``<cache>/build/<name>-<ver>``:
 
@@ -182,6 +182,54 @@ def ensure_kube_controller_manager(
         progress=progress,
         eta="~1-2 min once kube-apiserver is built",
     )
+
+
+def ensure_kube_command(
+    command: str, progress: Progress, version: str = KUBERNETES_VERSION
+) -> Path:
+    """Any ``k8s.io/kubernetes/cmd/<command>`` (kubelet, kube-proxy, kube-scheduler,
+    kubectl), built like kube-apiserver and sharing its module and build caches."""
+    return _build(
+        command,
+        name=command,
+        version=version,
+        module_require="k8s.io/kubernetes",
+        package=f"k8s.io/kubernetes/cmd/{command}",
+        progress=progress,
+        eta="~1 min once kube-apiserver is built, ~5 min with nothing cached",
+    )
+
+
+def cached_binary(name: str, version: str = KUBERNETES_VERSION) -> Path | None:
+    """The built binary if it is in the cache (never builds)."""
+    path = cache_dir() / "bin" / f"{name}-{version}"
+    return path if path.is_file() else None
+
+
+def ensure_local_main(name: str, version: str, source: str, progress: Progress) -> Path:
+    """A static binary from one self-contained ``main.go`` (standard library only)."""
+    out = cache_dir() / "bin" / f"{name}-{version}"
+    if out.is_file() and os.access(out, os.X_OK):
+        return out
+    work = cache_dir() / "build" / f"{name}-{version}"
+    with _locked(cache_dir() / "build" / f"{name}-{version}.lock"):
+        if out.is_file():
+            return out
+        go = _go(name)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "build.log"
+        log.write_text("")
+        (work / "go.mod").write_text(f"module pushrelay.local/{name}\n\ngo 1.25.0\n")
+        (work / "main.go").write_text(source)
+        env = dict(os.environ, CGO_ENABLED="0")
+        env.setdefault("GOTOOLCHAIN", "local")
+        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _run(name, [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
+             work, log, env)
+        tmp.replace(out)
+        progress(f"built {name} {version} -> {out}")
+    return out
 
 
 def ensure_etcd(progress: Progress, version: str = ETCD_VERSION) -> Path:
