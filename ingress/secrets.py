@@ -87,7 +87,6 @@ class ReferencedSecrets:
         self._data: dict[Key, dict[str, Any] | None] = {}  # None: gone when read
         self._read_at: dict[Key, str] = {}
         self._limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-        self.reads = 0
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The trimmed Secret as last read, or None (absent, unreadable or not wanted)."""
@@ -104,7 +103,9 @@ class ReferencedSecrets:
         the read is tried again at the next call.
         """
         self._wanted = set(wanted)
-        versions = {k: version_of(o) for k, o in self.informer.store.items()}
+        store = self.informer.store
+        versions = {k: version_of(store[k]) for k in self._wanted | self._read_at.keys()
+                    if k in store}  # the keys plan() looks at, not every Secret
         to_read, to_forget = plan(self._wanted, versions, self._read_at)
         for key in to_forget:
             self._data.pop(key, None)
@@ -116,7 +117,6 @@ class ReferencedSecrets:
         namespace, name = key
         try:
             async with self._limit:
-                self.reads += 1
                 listing = await list_objects(self._api, SECRET, namespace,
                                              fieldSelector=f"metadata.name={name}")
         except Exception as exc:  # noqa: BLE001 - classified; retried at the next sync
