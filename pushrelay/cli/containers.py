@@ -1,0 +1,168 @@
+"""``pushrelay devstack docker up|down|status``, ``devstack images``, ``devstack compose``.
+
+Registered under ``pushrelay devstack`` by :mod:`pushrelay.cli.devstack`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from pushrelay.devstack import compose, docker, images
+from pushrelay.devstack.errors import DevstackError
+from pushrelay.devstack.stack import Devstack
+
+
+def _progress(msg: str) -> None:
+    print(f"devstack: {msg}", file=sys.stderr, flush=True)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    engine = sub.add_parser("docker", help="a local Docker engine (installed and started as root)")
+    engine_sub = engine.add_subparsers(dest="docker_command", metavar="ACTION", required=True)
+    engine_sub.add_parser("up", help="reuse a running engine, else install/start dockerd"
+                          ).set_defaults(func=_docker_up)
+    engine_sub.add_parser("down", help="stop the dockerd `docker up` started (nothing else)"
+                          ).set_defaults(func=_docker_down)
+    engine_sub.add_parser("status", help="which engine answers, and who started it"
+                          ).set_defaults(func=_docker_status)
+
+    imgs = sub.add_parser(
+        "images", help="build the base, Kafka and pushrelay images (cached)",
+        description="Build pushrelay-base/{python,jre} (debootstrap), pushrelay-kafka:<ver> "
+        "(Maven jars) and pushrelay:<ver>/latest (compose/Dockerfile) in the local engine.",
+    )
+    imgs.add_argument("--only", choices=("pushrelay", "kafka"), default=None,
+                      help="build one image (and its base) only")
+    imgs.add_argument("--measure", action="store_true",
+                      help="also print the pushrelay image's size and its start time "
+                      "(process start to /healthz 200)")
+    imgs.set_defaults(func=_images)
+
+    comp = sub.add_parser(
+        "compose", parents=[common],
+        help="docker compose on compose/ against this devstack's API server",
+        description="Runs Compose v2 (built from its Go module once) on "
+        "compose/docker-compose.yml + compose/compose.host-network.yml with KUBECONFIG_FILE "
+        "set to a copy of the devstack's kubeconfig and the locally built images.",
+    )
+    comp.add_argument("--project-name", "-p", default="pushrelay")
+    comp.add_argument("args", nargs=argparse.REMAINDER, help="-- compose arguments (up -d, ...)")
+    comp.set_defaults(func=_compose)
+
+
+def _fail(exc: DevstackError) -> int:
+    print(f"devstack: error: {exc}", file=sys.stderr)
+    tail = exc.tail()
+    if tail:
+        print(f"--- last lines of {exc.log} ---\n{tail}", file=sys.stderr)
+    return 1
+
+
+def _docker_up(_args: argparse.Namespace) -> int:
+    try:
+        engine = docker.engine_up(_progress)
+    except DevstackError as exc:
+        return _fail(exc)
+    _print_engine(engine)
+    return 0
+
+
+def _docker_down(_args: argparse.Namespace) -> int:
+    try:
+        stopped = docker.engine_down(_progress)
+    except DevstackError as exc:
+        return _fail(exc)
+    print("devstack: stopped dockerd" if stopped
+          else "devstack: no dockerd started by pushrelay is running")
+    return 0
+
+
+def _docker_status(_args: argparse.Namespace) -> int:
+    try:
+        engine = docker.engine()
+    except DevstackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
+    _print_engine(engine)
+    return 0
+
+
+def _print_engine(engine: docker.Engine) -> None:
+    who = "started by pushrelay" if engine.started_here else "not started by pushrelay"
+    print(f"engine {engine.server_version} (API {engine.api_version}) on {engine.socket}, "
+          f"{who}; client {engine.cli}")
+
+
+def _images(args: argparse.Namespace) -> int:
+    try:
+        engine = docker.engine_up(_progress)
+        if args.only in (None, "kafka"):
+            print(images.ensure_kafka(engine, _progress))
+        if args.only in (None, "pushrelay"):
+            tag = images.ensure_pushrelay(engine, images.source_root(), _progress)
+            print(tag)
+            if args.measure:
+                _measure(engine, tag)
+    except DevstackError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _measure(engine: docker.Engine, tag: str) -> None:
+    size = images.image_size(engine, tag)
+    print(f"{tag}: {size / 1e6:.0f} MB")
+    seconds = start_time(engine, tag)
+    print(f"{tag}: container start to /healthz 200 in {seconds:.2f}s")
+
+
+def start_time(engine: docker.Engine, tag: str, timeout: float = 60.0) -> float:
+    """Seconds from ``docker run`` to the ingress answering ``/healthz`` 200.
+
+    The ingress runs without Kafka or Kubernetes (``/healthz`` is liveness); it
+    listens on an ephemeral loopback port of the host network.
+    """
+    from pushrelay.devstack.procs import free_port
+
+    port = free_port()
+    name = f"pushrelay-start-{os.getpid()}"
+    started = time.monotonic()
+    engine.run(["run", "-d", "--rm", "--name", name, "--network", "host",
+                "-e", "PUSHRELAY_INGRESS_HOST=127.0.0.1", "-e", f"PUSHRELAY_INGRESS_PORT={port}",
+                "-e", "PUSHRELAY_HEALTH_HOST=127.0.0.1", "-e", "PUSHRELAY_HEALTH_PORT=0",
+                "-e", "PUSHRELAY_KAFKA_BOOTSTRAP=127.0.0.1:1", "-e", "KUBECONFIG=/nonexistent",
+                tag, "ingress"])
+    try:
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise DevstackError("images", f"{tag} did not answer /healthz within {timeout:.0f}s")
+    finally:
+        engine.run(["rm", "-f", name], check=False)
+
+
+def _compose(args: argparse.Namespace) -> int:
+    cmd = args.args[1:] if args.args[:1] == ["--"] else args.args
+    try:
+        engine = docker.engine_up(_progress)
+        binary = compose.ensure_binary(_progress)
+        stack = Devstack(args.state_dir)
+        if not stack.kubeconfig.is_file():
+            raise DevstackError("compose", f"no devstack in {stack.paths.root}; run "
+                                "`pushrelay devstack up` first")
+        env = compose.devstack_env(stack.kubeconfig, stack.paths.root / "compose")
+        project = compose.Project(engine, binary, args.project_name, compose.compose_dir(), env)
+    except DevstackError as exc:
+        return _fail(exc)
+    return subprocess.call(project.argv(cmd), env={**os.environ, **engine.env, **env})
