@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -160,10 +161,26 @@ def ensure_base(engine: Engine, recipe: BaseRecipe, progress: Progress) -> str:
     return recipe.tag
 
 
+def pip_cert() -> Path | None:
+    """The CA bundle this host's pip trusts, if it names one (a TLS-inspecting proxy)."""
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
 def build(engine: Engine, *, context: Path, dockerfile: Path, tags: list[str],
           build_args: dict[str, str], progress: Progress) -> None:
-    """``docker build --network host`` (BuildKit) with every tag in ``tags``."""
+    """``docker build --network host`` (BuildKit) with every tag in ``tags``.
+
+    The host's pip CA bundle, if any, is offered as the build secret ``pip-cert``
+    (never stored in a layer).
+    """
     argv = ["build", "--network", "host", "-f", str(dockerfile)]
+    cert = pip_cert()
+    if cert is not None:
+        argv += ["--secret", f"id=pip-cert,src={cert}"]
     for key, value in build_args.items():
         argv += ["--build-arg", f"{key}={value}"]
     for tag in tags:
