@@ -97,8 +97,19 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+RECIPE_LABEL = "org.pushrelay.recipe"
+
+
 def exists(engine: Engine, ref: str) -> bool:
     return engine.run(["image", "inspect", "--format", "{{.Id}}", ref], check=False).returncode == 0
+
+
+def recipe_of(engine: Engine, ref: str) -> str | None:
+    """The recipe digest an image was labelled with, None when absent or unlabelled."""
+    proc = engine.run(["image", "inspect", "--format",
+                       f'{{{{ index .Config.Labels "{RECIPE_LABEL}" }}}}', ref], check=False)
+    value = proc.stdout.decode().strip()
+    return value if proc.returncode == 0 and value not in ("", "<no value>") else None
 
 
 def _run(argv: list[str], log: Path) -> None:
@@ -171,7 +182,7 @@ def pip_cert() -> Path | None:
 
 
 def build(engine: Engine, *, context: Path, dockerfile: Path, tags: list[str],
-          build_args: dict[str, str], progress: Progress) -> None:
+          build_args: dict[str, str], progress: Progress, recipe: str | None = None) -> None:
     """``docker build --network host`` (BuildKit) with every tag in ``tags``.
 
     The host's pip CA bundle, if any, is offered as the build secret ``pip-cert``
@@ -185,21 +196,35 @@ def build(engine: Engine, *, context: Path, dockerfile: Path, tags: list[str],
         argv += ["--build-arg", f"{key}={value}"]
     for tag in tags:
         argv += ["-t", tag]
+    if recipe is not None:
+        argv += ["--label", f"{RECIPE_LABEL}={recipe}"]
     started = time.monotonic()
     engine.run([*argv, str(context)], log=_log())
     progress(f"built {', '.join(tags)} in {time.monotonic() - started:.0f}s")
 
 
-def _kafka_context(version: str, progress: Progress) -> Path:
+_KAFKA_FILES = ("Dockerfile", "kafka-run")
+
+
+def _kafka_recipe(version: str, base: str) -> tuple[str, dict[str, bytes]]:
+    """The Kafka image's files (besides the jars) and the digest naming them."""
+    recipe = resources.files("pushrelay.devstack").joinpath("kafka-image")
+    files = {name: recipe.joinpath(name).read_bytes() for name in _KAFKA_FILES}
+    files["log4j.properties"] = kafka.LOG4J.encode()
+    digest = hashlib.sha256(f"{version}\0{base}".encode())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name])
+    return digest.hexdigest()[:12], files
+
+
+def _kafka_context(version: str, files: dict[str, bytes], progress: Progress) -> Path:
     libs = kafka.ensure_jars(progress, version)
     context = cache_dir() / "images" / "build" / f"kafka-{version}"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     shutil.copytree(libs, context / "libs", copy_function=_link_or_copy)
-    recipe = resources.files("pushrelay.devstack").joinpath("kafka-image")
-    for name in ("Dockerfile", "kafka-run"):
-        (context / name).write_bytes(recipe.joinpath(name).read_bytes())
-    (context / "log4j.properties").write_text(kafka.LOG4J)
+    for name, data in files.items():
+        (context / name).write_bytes(data)
     return context
 
 
@@ -214,17 +239,22 @@ def kafka_tag(version: str = KAFKA_VERSION) -> str:
     return f"{KAFKA_IMAGE}:{version}"
 
 
-def ensure_kafka(engine: Engine, progress: Progress, version: str = KAFKA_VERSION,
-                 rebuild: bool = False) -> str:
-    """``pushrelay-kafka:<version>``, built from the Maven jars on the JRE base if missing."""
+def ensure_kafka(engine: Engine, progress: Progress, version: str = KAFKA_VERSION) -> str:
+    """``pushrelay-kafka:<version>`` from the Maven jars on the JRE base.
+
+    Rebuilt when missing or when its recipe (files, version, base) changed.
+    """
     tag = kafka_tag(version)
-    if not rebuild and exists(engine, tag):
-        return tag
     base = ensure_base(engine, JRE_BASE, progress)
+    digest, files = _kafka_recipe(version, base)
+    if recipe_of(engine, tag) == digest:
+        return tag
     with _locked("kafka"):
-        context = _kafka_context(version, progress)
+        if recipe_of(engine, tag) == digest:
+            return tag
+        context = _kafka_context(version, files, progress)
         build(engine, context=context, dockerfile=context / "Dockerfile", tags=[tag],
-              build_args={"BASE": base}, progress=progress)
+              build_args={"BASE": base}, progress=progress, recipe=digest)
         shutil.rmtree(context, ignore_errors=True)
     return tag
 

@@ -55,6 +55,7 @@ def _container_class() -> type[Any]:
                               f"BROKER://127.0.0.1:{self.broker_port}")
             self.with_env("KAFKA_LISTENERS", self.listeners)
             self.with_kwargs(network_mode="host")
+            self.ports.clear()  # nothing to publish on the host network
             self.kraft_enabled = True
 
         def _configure_kraft(self) -> None:
@@ -96,8 +97,8 @@ def kafka(progress: images.Progress = lambda _msg: None,
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     os.environ.setdefault("DOCKER_HOST", engine.env["DOCKER_HOST"])
     container = _container_class()(image)
-    container.start(timeout=startup_timeout)
     try:
+        container.start(timeout=startup_timeout)
         yield str(container.get_bootstrap_server())
     finally:
         container.stop()
