@@ -54,8 +54,9 @@ async def group_sizes(bootstrap: str, groups: list[str]) -> dict[str, int]:
         await admin.close()
     sizes = {}
     for response in described:
+        # each group: (error_code, group_id, state, protocol_type, protocol, members, ...)
         for group in response.groups:
-            sizes[group[1]] = len(group[5])  # (error, group_id, state, protocol_type, proto, members)
+            sizes[group[1]] = len(group[5])
     return sizes
 
 
