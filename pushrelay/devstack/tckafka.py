@@ -44,7 +44,7 @@ def _container_class() -> type[Any]:
     # Imported late: testcontainers is an optional extra.
     from testcontainers.community.kafka import KafkaContainer
 
-    class HostNetworkKafkaContainer(KafkaContainer):  # type: ignore[misc]
+    class HostNetworkKafkaContainer(KafkaContainer):
         """The provider's KafkaContainer on the host network, KRaft, free loopback ports."""
 
         def __init__(self, image: str) -> None:
