@@ -80,18 +80,22 @@ class Project:
         return found
 
 
-def devstack_env(kubeconfig: Path, out_dir: Path) -> dict[str, str]:
-    """Variables for the Compose files to run against a devstack.
+def readable_kubeconfig(kubeconfig: Path, out_dir: Path) -> Path:
+    """A copy of ``kubeconfig`` in ``out_dir`` that uid 10001 can read when mounted.
 
-    The kubeconfig is copied world-readable into ``out_dir`` (the services run as
-    uid 10001 and the devstack's copy is private to its owner).
+    The devstack's own copy is private to its owner; the containers run as 10001.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "kubeconfig"
     target.write_bytes(kubeconfig.read_bytes())
     target.chmod(0o644)
+    return target
+
+
+def devstack_env(kubeconfig: Path, out_dir: Path) -> dict[str, str]:
+    """Variables for the Compose files to run against a devstack and the local images."""
     return {
-        "KUBECONFIG_FILE": str(target),
+        "KUBECONFIG_FILE": str(readable_kubeconfig(kubeconfig, out_dir)),
         "PUSHRELAY_IMAGE": images.pushrelay_tags()[-1],
         "KAFKA_IMAGE": images.kafka_tag(),
         "PUSHRELAY_WRITE_STATUS": "true",

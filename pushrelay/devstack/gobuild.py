@@ -36,7 +36,7 @@ Progress = Callable[[str], None]
 
 _STAGING = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.M)
 _EXCLUDE_BLOCK = re.compile(r"^exclude\s*\((.*?)^\)", re.M | re.S)
-_EXCLUDE_LINE = re.compile(r"^exclude\s+(\S+\s+\S+)", re.M)
+_EXCLUDE_LINE = re.compile(r"^exclude[ \t]+([^\s(]\S*[ \t]+\S+)", re.M)
 _TOOLS_GO = """//go:build tools
 
 package build

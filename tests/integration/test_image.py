@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from pushrelay.cli.containers import start_time
-from pushrelay.devstack import docker, images
+from pushrelay.devstack import compose, docker, images
 
 pytestmark = pytest.mark.docker
 
@@ -56,12 +56,13 @@ def test_runs_as_uid_10001(engine: docker.Engine, image: str) -> None:
 def test_holds_no_devstack_tests_or_test_tools(engine: docker.Engine, image: str) -> None:
     script = (
         "import importlib.metadata as md, importlib.util as u, json, pathlib;"
-        "root = pathlib.Path('/opt/pushrelay');"
+        "ours = [pathlib.Path(u.find_spec(m).origin).parent"
+        " for m in ('pushrelay', 'ingress', 'router', 'refresher')];"
         "print(json.dumps({"
         "'devstack': u.find_spec('pushrelay.devstack') is not None,"
         "'tests': u.find_spec('tests') is not None,"
-        "'paths': sorted(str(p) for p in root.rglob('*') if 'devstack' in p.parts"
-        " or p.name in ('tests', 'conftest.py')),"
+        "'paths': sorted(str(p) for root in ours for p in root.rglob('*')"
+        " if 'devstack' in p.parts or p.name in ('tests', 'conftest.py')),"
         "'dists': sorted(d.metadata['Name'].lower() for d in md.distributions()),"
         "'services': all(u.find_spec(m) for m in ('ingress', 'router', 'refresher')),"
         "}))"
@@ -87,7 +88,11 @@ def test_cli_offers_services_not_devstack(engine: docker.Engine, image: str) -> 
     assert "devstack" not in usage
 
 
-def test_ingress_starts_and_answers_healthz(engine: docker.Engine, image: str) -> None:
-    seconds = start_time(engine, image, timeout=120)
+def test_ingress_starts_and_answers_healthz(
+    engine: docker.Engine, image: str, devstack_env: dict[str, str], tmp_path: Path
+) -> None:
+    kubeconfig = compose.readable_kubeconfig(Path(devstack_env["KUBECONFIG"]), tmp_path)
+    seconds = start_time(engine, image, kubeconfig, devstack_env["PUSHRELAY_KAFKA_BOOTSTRAP"],
+                         timeout=120)
     print(f"{image}: docker run to /healthz 200 in {seconds:.2f}s, "
           f"size {images.image_size(engine, image) / 1e6:.0f} MB")
