@@ -23,19 +23,21 @@ from pushrelay.devstack import compose, docker, images
 from pushrelay.devstack.procs import free_port
 from pushrelay.kube.client import request_json
 from pushrelay.kube.resources import WAREHOUSE
+from pushrelay.receivers import receiver_path
 from tests.integration.conftest import eventually
 from tests.integration.test_e2e import (
+    RECEIVER,
     REPO,
     create_project,
     post,
     quay_push,
-    receiver_url,
     refresh_value,
 )
 
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = b"e2e-secret-value"  # the one create_project stores
 SCALED = {"router": 3, "refresher": 2}
 MAX_PUSHES = 80
 PUSHES_AFTER_SCALING = 15
@@ -104,10 +106,15 @@ async def test_compose_up_push_scale_down(
         await asyncio.to_thread(project.run, ["up", "-d", "--no-build", "--wait",
                                               "--wait-timeout", "300"], timeout=600)
 
-        url = await receiver_url(kube, namespace)
-        assert url.startswith(f"http://127.0.0.1:{ingress_port}/quay/")
-        status, body = await post(url, quay_push(REPO, ["v1.0.1"]))
-        assert status == 202, body
+        # Computed, not read from the ProjectConfig's status: on a shared devstack
+        # another ingress may have written its own base URL there first.
+        path = receiver_path("/", namespace, RECEIVER, SECRET)
+        url = f"http://127.0.0.1:{ingress_port}{path}"
+
+        async def accepted() -> bool:  # 404 until the ingress has synced the receiver
+            status, _ = await post(url, quay_push(REPO, ["v1.0.1"]))
+            return status == 202
+        await eventually(accepted, within=120, interval=0.5)
         assert await eventually(lambda: refresh_value(kube, namespace), within=60)
 
         # Scale out while pushes keep coming; each push names its own Warehouse.
