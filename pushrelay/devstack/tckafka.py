@@ -90,7 +90,7 @@ def _container_class() -> type[Any]:
 
 @contextmanager
 def kafka(progress: images.Progress = lambda _msg: None,
-          startup_timeout: int = 180) -> Iterator[str]:
+          startup_timeout: int = 600) -> Iterator[str]:
     """A running Kafka container; yields its bootstrap address, removes it after."""
     engine = docker.engine_up(progress)
     image = images.ensure_kafka(engine, progress)
