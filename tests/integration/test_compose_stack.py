@@ -97,6 +97,9 @@ async def test_compose_up_push_scale_down(
         "PUSHRELAY_BASE_URL": f"http://127.0.0.1:{ingress_port}",
         "PUSHRELAY_TOPIC_PREFIX": topic_prefix,
         "PUSHRELAY_REFRESH_MIN_INTERVAL": "0.5",
+        # This ingress watches the whole shared devstack: leave every other
+        # test's ProjectConfig status to that test's own ingress.
+        "PUSHRELAY_WRITE_STATUS": "false",
     }
     project = compose.Project(engine, binary, f"pr{uuid.uuid4().hex[:8]}",
                               ROOT / "compose", env, log=tmp_path / "compose.log")
