@@ -4,8 +4,8 @@
 override, the locally built images) runs against the devstack's API server; a
 Quay push through the ingress container refreshes a Warehouse; scaling to three
 routers and two refreshers while pushes keep arriving loses none of them
-(every push's Warehouse is refreshed, and the consumer groups really have 3 and
-2 members); ``docker compose down`` leaves no container, network or volume.
+(every push's Warehouse is refreshed, and every replica's log shows its share
+of the partitions); ``docker compose down`` leaves no container, network or volume.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.devstack import compose, docker, images
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"e2e-secret-value"  # the one create_project stores
 SCALED = {"router": 3, "refresher": 2}
+PARTITIONS = 6  # PUSHRELAY_TOPIC_PARTITIONS in compose/docker-compose.yml
 MAX_PUSHES = 80
 PUSHES_AFTER_SCALING = 15
 
@@ -48,19 +49,17 @@ def _progress(msg: str) -> None:
     print(f"devstack: {msg}", file=sys.stderr, flush=True)
 
 
-async def group_sizes(bootstrap: str, groups: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups(groups)
-    finally:
-        await admin.close()
-    sizes = {}
-    for response in described:
-        # each group: (error_code, group_id, state, protocol_type, protocol, members, ...)
-        for group in response.groups:
-            sizes[group[1]] = len(group[5])
-    return sizes
+def assignments(project: compose.Project, service: str) -> list[set[str]]:
+    """Each replica's latest partition assignment, from its JSON log."""
+    found = []
+    for cid in project.run(["ps", "-q", service]).stdout.split():
+        proc = project.engine.run(["logs", cid])
+        latest: set[str] = set()
+        for line in (proc.stdout + proc.stderr).decode(errors="replace").splitlines():
+            if line.startswith("{") and "partitions assigned" in line:
+                latest = {str(p) for p in orjson.loads(line).get("partitions", [])}
+        found.append(latest)
+    return found
 
 
 async def create_warehouses(kube: ApiClient, namespace: str, count: int) -> list[str]:
@@ -153,13 +152,16 @@ async def test_compose_up_push_scale_down(
               f"{len(sent) - len(lost)} refreshed, lost {len(lost)}")
         assert not lost, sorted(lost)
 
-        bootstrap = f"127.0.0.1:{kafka_port}"
-        groups = {"router": "pushrelay-router", "refresher": "pushrelay-refresher"}
-
-        async def members() -> bool:
-            sizes = await group_sizes(bootstrap, list(groups.values()))
-            return all(sizes.get(groups[svc]) == n for svc, n in SCALED.items())
-        await eventually(members, within=120, interval=1)
+        # Every replica holds partitions, and together exactly the topic's (6).
+        def rebalanced() -> bool:
+            for svc, n in SCALED.items():
+                held = assignments(project, svc)
+                if len(held) != n or not all(held):
+                    return False
+                if sum(map(len, held)) != PARTITIONS or len(set().union(*held)) != PARTITIONS:
+                    return False
+            return True
+        await eventually(lambda: asyncio.to_thread(rebalanced), within=120, interval=2)
     finally:
         await asyncio.to_thread(project.run, ["down", "--volumes", "--remove-orphans",
                                               "--timeout", "30"], check=False, timeout=300)
