@@ -6,29 +6,40 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test unit integration lint bench faults audit tools devstack-up devstack-down node-deps node clean
+.PHONY: install demo test test-testcontainers unit integration image lint bench faults audit tools devstack-up devstack-down node-deps node clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docker]'
 	@touch $@
 
 ## The main job: real devstack, all three services, a sample push, the refresh.
 demo: install
 	$(BIN)/pushrelay demo $(ARGS)
 
-## Everything CI checks: lint, types, dependency audit, unit and integration tests on real services.
+## Everything CI checks: lint, types, dependency audit, unit and integration tests on real
+## services (the image, Compose, testcontainers and node tests install and start what they need).
 test: install lint audit tools node-deps
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) test-testcontainers
+
+## The pipeline's end-to-end tests once more, Kafka from testcontainers' provider.
+test-testcontainers: install
+	PUSHRELAY_TEST_KAFKA=testcontainers $(BIN)/pushrelay devstack exec -- \
+		$(BIN)/python -m pytest -q tests/integration/test_e2e.py $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 integration: install tools
 	$(BIN)/pushrelay devstack exec -- $(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
+
+## The production image pushrelay:<version>/latest (and pushrelay-kafka), with size and start time.
+image: install
+	$(BIN)/pushrelay devstack images --measure
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""``pushrelay devstack up | down | env | status``."""
+"""``pushrelay devstack up | down | env | status | exec`` (and, from
+:mod:`pushrelay.cli.containers`, ``docker``, ``images``, ``compose``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pushrelay.cli import containers
 from pushrelay.devstack import tools
 from pushrelay.devstack.errors import DevstackError
 from pushrelay.devstack.stack import Devstack
@@ -85,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tool.add_argument("name", choices=sorted(tools.TOOLS), help="the tool")
     tool.add_argument("cmd", nargs=argparse.REMAINDER, help="-- arguments to run it with")
     tool.set_defaults(func=_tool)
+    containers.register(sub, common)
 
 
 def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module under ``pushrelay.cli`` and exposes
 ``register(subparsers)``; the parser it adds sets ``func(args) -> int``.
 Modules are imported lazily by name so a broken optional dependency of one
-subcommand never breaks the others.
+subcommand never breaks the others. The devstack (dev tooling) is absent from
+the production image: its subcommands are then simply not offered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+# Packages a subcommand may need that an installation may lack on purpose.
+OPTIONAL_PACKAGES = ("pushrelay.devstack",)
 
 # Order is the order shown by ``pushrelay --help``.
 COMMAND_MODULES = (
@@ -34,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # subcommand not written yet
+            if exc.name == name or _is_optional(exc.name):
+                continue  # subcommand not written yet, or its tooling not installed
             raise
         module.register(sub)
     return parser
+
+
+def _is_optional(module: str | None) -> bool:
+    return module is not None and any(
+        module == pkg or module.startswith(pkg + ".") for pkg in OPTIONAL_PACKAGES
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from pushrelay.devstack.paths import KAFKA_VERSION, SLF4J_VERSION, StatePaths, c
 COMPONENT = "kafka"
 HEAP = "-Xmx512m"
 
-_LOG4J = """\
+LOG4J = """\
 log4j.rootLogger=INFO, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
@@ -139,7 +139,7 @@ def write_config(paths: StatePaths, port: int, controller_port: int,
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
     cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    paths.kafka_log4j.write_text(_LOG4J)
+    paths.kafka_log4j.write_text(LOG4J)
 
 
 def _jvm(libs: Path, paths: StatePaths) -> list[str]:
