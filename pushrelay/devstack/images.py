@@ -98,6 +98,7 @@ def _locked(name: str) -> Iterator[None]:
 
 
 RECIPE_LABEL = "org.pushrelay.recipe"
+BUILT_LABEL = "org.pushrelay.built"  # on every image built here, so its leftovers can be pruned
 
 
 def exists(engine: Engine, ref: str) -> bool:
@@ -198,8 +199,12 @@ def build(engine: Engine, *, context: Path, dockerfile: Path, tags: list[str],
         argv += ["-t", tag]
     if recipe is not None:
         argv += ["--label", f"{RECIPE_LABEL}={recipe}"]
+    argv += ["--label", f"{BUILT_LABEL}=1"]
     started = time.monotonic()
     engine.run([*argv, str(context)], log=_log())
+    # The previous build of these tags is now untagged; with vfs each costs its full size.
+    engine.run(["image", "prune", "--force", "--filter", f"label={BUILT_LABEL}"], log=_log(),
+               check=False)
     progress(f"built {', '.join(tags)} in {time.monotonic() - started:.0f}s")
 
 
