@@ -68,7 +68,7 @@ def warehouse_body(name: str, repo: str) -> dict[str, Any]:
     }
 
 
-async def _create(api: ApiClient, path: str, body: dict[str, Any]) -> None:
+async def create_object(api: ApiClient, path: str, body: dict[str, Any]) -> None:
     for attempt in range(5):
         try:
             await request_json(api, "POST", path, body=body, request_timeout=60)
@@ -99,12 +99,12 @@ async def create_projects(api: ApiClient, namespaces: Sequence[str]) -> dict[str
     async def one(ns: str) -> None:
         # Derived from the name: a devstack kept from an earlier run has the same one.
         secret = hashlib.sha256(f"pushrelay-bench/{ns}".encode()).hexdigest()[:48]
-        await _create(api, "/api/v1/namespaces", {
+        await create_object(api, "/api/v1/namespaces", {
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        await _create(api, SECRET.path(ns), {
+        await create_object(api, SECRET.path(ns), {
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET_NAME},
             "data": {"secret": base64.b64encode(secret.encode()).decode()}})
-        await _create(api, PROJECT_CONFIG.path(ns), {
+        await create_object(api, PROJECT_CONFIG.path(ns), {
             "apiVersion": PROJECT_CONFIG.api_version, "kind": "ProjectConfig",
             "metadata": {"name": ns},
             "spec": {"webhookReceivers": [
@@ -117,7 +117,7 @@ async def create_projects(api: ApiClient, namespaces: Sequence[str]) -> dict[str
 
 async def create_warehouses(api: ApiClient, targets: Sequence[Target]) -> None:
     await gather_bounded(
-        _create(api, WAREHOUSE.path(t.namespace), warehouse_body(t.name, t.repo))
+        create_object(api, WAREHOUSE.path(t.namespace), warehouse_body(t.name, t.repo))
         for t in targets)
 
 

@@ -105,6 +105,10 @@ class Sizes:
     router_events: int = 20_000
     soak_rate: float = 100.0
     soak_seconds: float = 600.0
+    secrets_unrelated: int = 2_000
+    secrets_namespaces: int = 20
+    secrets_bytes: int = 100_000
+    secrets_runs: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -113,7 +117,7 @@ class Sizes:
         return cls(wrk_rounds=1, wrk_round_seconds=3.0, fixed_seconds=3.0, amp_pushes=200,
                    amp_warehouses=10, e2e_seconds=8.0, e2e_baseline_seconds=4.0,
                    index_namespaces=4, index_per_namespace=100, router_events=2_000,
-                   soak_seconds=20.0)
+                   soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1)
 
     @property
     def e2e_warehouses(self) -> int:
@@ -224,7 +228,12 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 class ServiceProc:
-    """``python -m <module>`` with its log in the run directory and a health port."""
+    """``python -m <module>`` with its log in the run directory and a health port.
+
+    :attr:`port` / :attr:`base` is where requests go (the ingress's public port);
+    ``/readyz`` and ``/metrics`` are read on :attr:`health_port` (the same port
+    for every other module).
+    """
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, *,
                  label: str | None = None, args: list[str] | None = None,
@@ -232,12 +241,13 @@ class ServiceProc:
         self.module = module
         self.label = label or module
         self.port = free_port()
+        self.health_port = self.port
         self.env = dict(env)
         if module == "ingress":
+            self.health_port = free_port()
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
             self.env["PUSHRELAY_BASE_URL"] = f"http://127.0.0.1:{self.port}"
-        else:
-            self.env["PUSHRELAY_HEALTH_PORT"] = str(self.port)
+        self.env["PUSHRELAY_HEALTH_PORT"] = str(self.health_port)
         self.args = args or []
         self.wrapper = wrapper or []
         self.log_path = log_dir / f"{self.label}.log"
@@ -252,6 +262,10 @@ class ServiceProc:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_base(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +292,7 @@ class ServiceProc:
                     raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n"
                                        f"{self.log_tail()}")
                 try:
-                    async with http.get(f"{self.base}/readyz",
+                    async with http.get(f"{self.health_base}/readyz",
                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if resp.status == 200:
                             return time.monotonic() - self.started_at
@@ -289,7 +303,7 @@ class ServiceProc:
 
     async def metrics(self) -> dict[str, float]:
         async with aiohttp.ClientSession() as http, http.get(
-                f"{self.base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                f"{self.health_base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
             return parse_metrics(await resp.text())
 
     def rss(self) -> tuple[int, int]:

@@ -3,10 +3,10 @@
 One catch-all route handles every path that is not a health or document route:
 
 * a path that is not shaped like a receiver (``<base>/quay/<one segment>``) → 404;
-* any method but POST on a receiver-shaped path → 405 (for every hash alike, so
-  the method reveals nothing about which receivers exist);
-* receivers not loaded yet → 503; unknown hash → 404 (one dictionary lookup,
-  the same body for every unknown or malformed hash, the body is not read);
+* receivers not loaded yet → 503; unknown or malformed hash → 404 whatever the
+  method (one dictionary lookup; the same body as any unknown path, the body is
+  not read), as Kargo's server answers;
+* any method but POST on a served receiver's path → 405;
 * body over ``max_body_bytes`` → 413 from Content-Length, or while reading a
   chunked body; slower than ``read_timeout`` → 408; not a push payload → 400;
 * Kafka acknowledged → 202; it did not within ``publish_timeout`` → 503 + Retry-After.
@@ -20,20 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ingress.openapi import openapi_document
 from ingress.payload import InvalidBody, build_event, parse_push
 from pushrelay.core.deliveries import DeliveryFact, Outcome
 from pushrelay.core.events import PushEvent, new_id
 from pushrelay.core.receivers import QUAY, Receiver, base_path_of, join_path
 from pushrelay.infra import metrics
 from pushrelay.infra.logs import short_hash
-from pushrelay.infra.runtime import Service, health_routes
+from pushrelay.infra.runtime import Service, liveness_route
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -126,8 +125,6 @@ class WebhookHandler:
         path = request.path
         if not self.shaped(path):
             return self._reject("not_found", _error(404, "not found"))
-        if request.method != "POST":
-            return self._reject("method", _error(405, "method not allowed", {"Allow": "POST"}))
         not_ready = self._receivers.readiness()
         if not_ready is not None:
             return self._reject("not_ready", _error(503, "receivers are not loaded yet",
@@ -136,6 +133,8 @@ class WebhookHandler:
         if receiver is None:
             log.debug("unknown receiver path", extra={"hash": short_hash(path)})
             return self._reject("not_found", _error(404, "not found"))
+        if request.method != "POST":
+            return self._reject("method", _error(405, "method not allowed", {"Allow": "POST"}))
         return await self._deliver(request, receiver, new_id())
 
     async def _deliver(self, request: web.Request, receiver: Receiver,
@@ -244,18 +243,16 @@ async def json_errors(request: web.Request,
 
 def build_app(settings: IngressSettings, handler: WebhookHandler,
               health_services: Sequence[Service]) -> web.Application:
+    """The public app: receiver paths and ``/healthz``; every other path is the
+    handler's ordinary 404 (readiness, metrics and the OpenAPI document are on
+    the health server)."""
     # client_max_size guards any helper that reads the whole body (ours streams).
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
-    document: dict[str, Any] = openapi_document(settings)
-
-    async def openapi(_: web.Request) -> web.Response:
-        return web.json_response(document)
 
     async def hide_versions(_: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = "pushrelay"  # no library versions to fingerprint
 
     app.on_response_prepare.append(hide_versions)
-    app.add_routes(health_routes(health_services))
-    app.add_routes([web.get("/openapi.json", openapi, allow_head=True),
+    app.add_routes([liveness_route(health_services),
                     web.route("*", "/{tail:.*}", handler.handle)])
     return app

@@ -1,8 +1,11 @@
-"""The OpenAPI 3.1 document of the receiver endpoint, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 document of the receiver endpoint, served at ``/openapi.json``
+on the health (admin) port, never on the public one."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from aiohttp import web
 
 from ingress.payload import MAX_DOCKER_URL, MAX_TAG, MAX_TAGS
 from pushrelay.core.receivers import QUAY, base_path_of, join_path
@@ -123,3 +126,13 @@ def openapi_document(settings: IngressSettings) -> dict[str, Any]:
             },
         }},
     }
+
+
+def openapi_route(settings: IngressSettings) -> web.RouteDef:
+    """``GET /openapi.json`` (and HEAD): the document for ``settings``, built once."""
+    document = openapi_document(settings)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    return web.get("/openapi.json", openapi, allow_head=True)

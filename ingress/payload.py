@@ -6,10 +6,12 @@ we follow Kargo):
 * The body must be a JSON object with a string ``docker_url`` of 1 to 1024
   characters (any string, as in Kargo: one that does not parse as a repository
   is passed on as it is and simply matches nothing).
-* ``updated_tags`` missing or ``null`` is accepted as "no tags" (Kargo accepts it
-  and then refreshes every subscribed Warehouse); anything else that is not a
-  list of strings is a 400, as are more than 10,000 tags or a tag longer than
-  256 characters. Empty strings are dropped and duplicates removed, as Kargo does.
+* ``updated_tags`` missing or ``null`` is accepted as "no tags", and so are
+  ``[]`` and a list of only empty strings (empty strings are dropped and
+  duplicates removed, as Kargo does); the router then refreshes every
+  subscriber in scope, as Kargo does. Anything else that is not a list of
+  strings is a 400, as are more than 10,000 tags or a tag longer than 256
+  characters.
 * Quay's "Test Notification" (``updated_tags: ["latest", "foo"]``,
   ``pruned_image_count: 3``) is an ordinary push; it is only flagged so that
   the delivery record can say so.

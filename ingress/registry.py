@@ -1,10 +1,12 @@
 """The live receiver table: informers on ProjectConfigs, the ClusterConfig and Secrets.
 
 Every change to a config, or to a Secret a config refers to, marks the table
-dirty; one background task rebuilds it (pure code in :mod:`pushrelay.core.receivers`)
-and swaps it in whole, so a lookup is one dictionary access and no API call is
-ever made per request. Secret rotation therefore takes effect as soon as the
-watch event arrives: the old path is gone, the new one served.
+dirty; one background task reads the referenced Secrets that changed (only
+those: :mod:`ingress.secrets`), rebuilds the table (pure code in
+:mod:`pushrelay.core.receivers`) and swaps it in whole, so a lookup is one dictionary
+access and no API call is ever made per request. Secret rotation therefore takes
+effect one read after the watch event arrives: the old path is gone, the new one
+served.
 
 A receiver that cannot be served (Secret or its ``secret`` key missing, name
 collision, ...) is reported once per change: a log line, a Warning Event on its
@@ -19,46 +21,27 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from ingress.status import status_patch
+from ingress.secrets import ReferencedSecrets
+from ingress.status import StatusWriter
 from pushrelay.core.receivers import (
     CLUSTER_CONFIG_KIND,
-    SECRET_KEY,
     ConfigReceivers,
     Owner,
     Receiver,
     Unserved,
     index_receivers,
     receivers_for,
+    secret_refs,
 )
 from pushrelay.infra import metrics
-from pushrelay.infra.kube.client import merge_patch
-from pushrelay.infra.kube.errors import Action, KubeError
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
-from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
-from pushrelay.infra.kube.resources import (
-    CLUSTER_CONFIG,
-    CLUSTER_CONFIG_NAME,
-    PROJECT_CONFIG,
-    SECRET,
-)
+from pushrelay.infra.kube.informer import ChangeKind, Informer
+from pushrelay.infra.kube.resources import CLUSTER_CONFIG, CLUSTER_CONFIG_NAME, PROJECT_CONFIG
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
-STATUS_RETRY_SECONDS = 5.0
-
-
-def trim_secret(obj: dict[str, Any]) -> dict[str, Any]:
-    """Keep only what receivers need of a Secret: identity and the ``secret`` key."""
-    meta = obj.get("metadata") or {}
-    data = obj.get("data") or {}
-    kept: dict[str, Any] = {
-        "metadata": {k: meta[k] for k in ("namespace", "name", "uid", "resourceVersion")
-                     if k in meta},
-    }
-    if isinstance(data, dict) and SECRET_KEY in data:
-        kept["data"] = {SECRET_KEY: data[SECRET_KEY]}
-    return kept
+RETRY_SECONDS = 5.0
 
 
 def object_ref(owner: Owner) -> ObjectRef:
@@ -78,11 +61,10 @@ class ReceiverRegistry:
         self._recorder: EventRecorder | None = None
         self._api: ApiClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._referenced: set[tuple[str, str]] = set()
         self._served_before: set[tuple[Owner, str, str]] = set()
         self._unserved_before: set[Unserved] = set()
-        self._status_written: dict[Owner, str] = {}  # owner → resourceVersion patched
-        self._status_retry = False
+        self.status: StatusWriter | None = None  # with write_status: the status writer
+        self._retry = False
         self.rebuilds = 0
 
     # ---- lifecycle ---------------------------------------------------------
@@ -90,10 +72,11 @@ class ReceiverRegistry:
         if self._task is not None:
             return
         self._api, self._recorder = api, recorder
+        self.status = StatusWriter(api)
         self._configs = Informer(api, PROJECT_CONFIG, self._config_changed)
         self._cluster = Informer(api, CLUSTER_CONFIG, self._config_changed)
-        self._secrets = Informer(api, SECRET, self._secret_changed, transform=trim_secret)
-        self._informers = [self._configs, self._cluster, self._secrets]
+        self._secrets = ReferencedSecrets(api, self._dirty.set)
+        self._informers = [self._configs, self._cluster, self._secrets.informer]
         for informer in self._informers:
             await informer.start()
         self._task = asyncio.create_task(self._run(), name="ingress:registry")
@@ -126,21 +109,21 @@ class ReceiverRegistry:
     def _config_changed(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
         self._dirty.set()
 
-    def _secret_changed(self, kind: ChangeKind, obj: dict[str, Any]) -> None:
-        if object_key(obj) in self._referenced:
-            self._dirty.set()
-
     async def _run(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self._informers))
         while True:
             self._dirty.clear()
-            self._status_retry = False
+            self._retry = False
+            refs = {ref for obj in self._config_objects() for ref in secret_refs(
+                obj, system_resources_namespace=self._settings.system_resources_namespace)}
+            if not await self._secrets.sync(refs):
+                self._retry = True  # a read failed: try again after a pause
             configs = self.rebuild()
             if self._settings.write_status:
                 await self._write_statuses(configs)
-            if self._status_retry:
+            if self._retry:
                 try:
-                    await asyncio.wait_for(self._dirty.wait(), STATUS_RETRY_SECONDS)
+                    await asyncio.wait_for(self._dirty.wait(), RETRY_SECONDS)
                 except TimeoutError:
                     pass
             else:
@@ -155,21 +138,14 @@ class ReceiverRegistry:
 
     def rebuild(self) -> list[tuple[dict[str, Any], ConfigReceivers]]:
         """Recompute the table from the informers' stores and swap it in."""
-        secrets = self._secrets.store
-        referenced: set[tuple[str, str]] = set()
-
-        def lookup(namespace: str, name: str) -> dict[str, Any] | None:
-            referenced.add((namespace, name))
-            return secrets.get((namespace, name))
-
         configs = [
             (obj, receivers_for(
-                obj, base_url=self._settings.base_url, lookup=lookup,
-                cluster_secrets_namespace=self._settings.cluster_secrets_namespace))
+                obj, base_url=self._settings.base_url, lookup=self._secrets.get,
+                system_resources_namespace=self._settings.system_resources_namespace))
             for obj in self._config_objects()
         ]
         table, unserved = index_receivers(c for _, c in configs)
-        self.table, self.unserved, self._referenced = table, unserved, referenced
+        self.table, self.unserved = table, unserved
         self._built = True
         self.rebuilds += 1
         metrics.receivers_served.labels("served").set(len(table))
@@ -203,6 +179,7 @@ class ReceiverRegistry:
 
     # ---- status --------------------------------------------------------------
     async def _write_statuses(self, configs: list[tuple[dict[str, Any], ConfigReceivers]]) -> None:
+        assert self.status is not None
         served_paths = self.table
         unserved_by_owner: dict[Owner, list[Unserved]] = {}
         for problem in self.unserved:
@@ -210,29 +187,5 @@ class ReceiverRegistry:
         for obj, config in configs:
             owner = config.owner
             served = [r for r in config.served if served_paths.get(r.path) is r]
-            patch = status_patch(obj, served, unserved_by_owner.get(owner, []))
-            if patch is None:
-                self._status_written.pop(owner, None)
-                continue
-            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-            if self._status_written.get(owner) == version:
-                continue  # patched from this version already; the watch has not caught up
-            await self._patch_status(owner, version, patch)
-
-    async def _patch_status(self, owner: Owner, version: str, patch: dict[str, Any]) -> None:
-        assert self._api is not None
-        resource = CLUSTER_CONFIG if owner.kind == CLUSTER_CONFIG_KIND else PROJECT_CONFIG
-        namespace = owner.namespace if owner.kind != CLUSTER_CONFIG_KIND else None
-        try:
-            await merge_patch(self._api, resource, owner.name, patch, namespace=namespace,
-                              subresource="status")
-        except KubeError as error:  # retried, dropped or reported
-            if error.action is Action.RETRY:
-                self._status_retry = True
-            elif error.action is Action.REJECT:
-                self._status_written[owner] = version  # not again until the object changes
-            log.warning("could not write status", extra={
-                "owner": str(owner), "reason": error.reason})
-            return
-        self._status_written[owner] = version
-        log.info("wrote receiver status", extra={"owner": str(owner)})
+            if await self.status.write(obj, owner, served, unserved_by_owner.get(owner, [])):
+                self._retry = True

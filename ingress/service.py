@@ -1,12 +1,14 @@
 """The ingress service: receiver registry + Kafka publisher + HTTP server.
 
 ``create(settings)`` builds it; ``start()`` connects to Kubernetes, starts the
-informers and the (background) Kafka connection, and listens at once (``/readyz``
-says when receivers are loaded and the producer is connected). ``stop()`` stops
-accepting, lets in-flight requests finish, flushes the producer, then stops the
-informers, within the one shutdown budget; the lifecycle is
-:class:`pushrelay.infra.lifecycle.ServiceBase`'s. The bound port is
-:attr:`IngressService.port`.
+informers and the (background) Kafka connection, and listens at once: receivers
+and ``/healthz`` on the public port (:attr:`IngressService.port`), ``/healthz``,
+``/readyz`` (receivers loaded, producer connected), ``/metrics`` and
+``/openapi.json`` on the health port (:attr:`IngressService.health_port`), for
+every service of the process. ``stop()`` stops accepting, lets in-flight
+requests finish, flushes the producer, stops the informers, and closes the
+health port last, within the one shutdown budget; the lifecycle is
+:class:`pushrelay.infra.lifecycle.ServiceBase`'s.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.app import OnDelivery, WebhookHandler, build_app
+from ingress.openapi import openapi_route
 from ingress.publisher import KafkaPublisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
 from pushrelay.core.deliveries import DeliveryFact
@@ -28,7 +31,7 @@ from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
 from pushrelay.infra.lifecycle import Deadline, ServiceBase, close_all
-from pushrelay.infra.runtime import Service
+from pushrelay.infra.runtime import HealthServer, Service
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,9 @@ LINGERING_TIME = 2.0
 
 class IngressService(ServiceBase):
     name = "ingress"
-    #: The ingress serves /healthz, /readyz and /metrics on its health port for
-    #: every service in the process (the runtime starts no HealthServer).
+    #: The ingress runs the health server (/healthz, /readyz, /metrics and its
+    #: /openapi.json on PUSHRELAY_HEALTH_PORT) for every service in the process,
+    #: so the runtime starts none; its public port serves receivers and /healthz.
     serves_health = True
 
     def __init__(self, settings: IngressSettings,
@@ -61,6 +65,7 @@ class IngressService(ServiceBase):
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self._runner: web.AppRunner | None = None
+        self._health_server: HealthServer | None = None
 
     def _on_delivery(self, fact: DeliveryFact, receiver: Receiver) -> None:
         """Record the outcome for `pushrelay deliveries` and as an Event on the config."""
@@ -112,6 +117,14 @@ class IngressService(ServiceBase):
         self.port = addresses[0][1] if addresses else settings.ingress_port
         log.info("ingress listening", extra={
             "host": settings.ingress_host, "port": self.port, "tls": bool(settings.tls_cert)})
+        self._health_server = HealthServer(self._health, settings.health_host,
+                                           settings.health_port, [openapi_route(settings)])
+        await self._health_server.start()
+
+    @property
+    def health_port(self) -> int | None:
+        """The bound health port (``/readyz``, ``/metrics``, ``/openapi.json``)."""
+        return self._health_server.port if self._health_server is not None else None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cert, key = self.settings.tls_cert, self.settings.tls_key
@@ -125,8 +138,10 @@ class IngressService(ServiceBase):
     async def _stop(self, deadline: Deadline) -> None:
         """Stop accepting; in-flight requests get what they can need (a slow body
         plus a publish, at most 60% of the budget); then flush delivery facts,
-        the producer (half of what is left), stop the informers, Events, close."""
+        the producer (half of what is left), stop the informers, Events, close,
+        and the health server last."""
         settings = self.settings
+        health, self._health_server = self._health_server, None
         runner, self._runner = self._runner, None
         if runner is not None:
             for site in list(runner.sites):
@@ -147,6 +162,8 @@ class IngressService(ServiceBase):
             ("the receiver informers", self.registry.stop),
             ("the Event recorder", self._recorder.stop if self._recorder else None),
             ("the Kubernetes client", self._api.close if self._api else None),
+            # last: probes and scrapes see the shutdown until the end
+            ("the health server", health.stop if health else None),
             within=deadline.remaining())
 
 

@@ -24,6 +24,7 @@ from kubernetes_asyncio.client import ApiClient
 from pushrelay.core.events import WarehouseRef
 from pushrelay.infra.kube.client import merge_patch
 from pushrelay.infra.kube.errors import Action, KubeError
+from pushrelay.infra.kube.fields import text
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 
@@ -153,5 +154,5 @@ class Patcher:
             if refined is exc:
                 raise
             raise refined from exc
-        meta = obj.get("metadata") or {}
-        return Patched(value, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        return Patched(value, text(obj, "metadata", "uid"),
+                       text(obj, "metadata", "resourceVersion"))

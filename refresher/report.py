@@ -37,7 +37,8 @@ def _cause_text(cause: Cause) -> str:
     tags = ", ".join(cause.tags[:MAX_TAGS])
     if len(cause.tags) > MAX_TAGS:
         tags += f" (+{len(cause.tags) - MAX_TAGS} more)"
-    return f"{cause.repo_url} tags [{tags}] (delivery {cause.delivery or 'none'})"
+    pushed = f"tags [{tags}]" if cause.tags else "no tags (every subscriber refreshed)"
+    return f"{cause.repo_url} {pushed} (delivery {cause.delivery or 'none'})"
 
 
 def event_message(causes: Sequence[Cause]) -> str:

@@ -4,9 +4,11 @@
 :class:`~pushrelay.core.matching.WarehouseIndex` (docs/contracts.md,
 "Matching") and returns one refresh request per matched Warehouse, one dead
 letter per record that cannot be routed, and one ``matched`` delivery fact per
-push that names its delivery. No I/O: the Kafka loop around it
-(:mod:`router.service`) produces the messages, waits for the acks, and only
-then commits; tests and the benchmark call this function directly.
+push that names its delivery (when nothing matched: how many subscriptions in
+scope were on the repository, and the first one's reason not to qualify).
+No I/O: the Kafka loop around it (:mod:`router.service`) produces the
+messages, waits for the acks, and only then commits; tests and the benchmark
+call this function directly.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pushrelay.core.events import (
     new_id,
     now,
 )
-from pushrelay.core.matching import WarehouseIndex, event_urls, route
+from pushrelay.core.matching import WarehouseIndex, event_urls, miss, route
 from pushrelay.infra.bus import dead_letter_for
 
 log = logging.getLogger(__name__)
@@ -92,11 +94,15 @@ def route_event(index: WarehouseIndex, event: PushEvent,
         )
         out.append(Outgoing(encode(request), request.key, False))
     if event.delivery:
+        # Nothing matched: say why (a second walk over the few subscriptions in scope).
+        why = miss(index, urls, event.tags, event.scope.project) if not matches else None
         facts.append(DeliveryFact(
             delivery=event.delivery, stage="router", outcome="matched",
             receiver=event.receiver, project=event.scope.project,
             repository=event.repository[:1024], tags=event.tags[:MAX_CAUSE_TAGS],
             warehouses=[f"{m.namespace}/{m.name}" for m in matches[:MAX_FACT_WAREHOUSES]],
+            subscriptions=why.subscriptions if why else None,
+            reason=why.reason[:1000] if why and why.reason else None,
         ))
     if matches or log.isEnabledFor(logging.DEBUG):
         log.log(logging.INFO if matches else logging.DEBUG, "routed push event", extra={

@@ -1,6 +1,7 @@
 """Certificates and keys for the devstack's kube-apiserver.
 
-One CA signs the apiserver's serving certificate (127.0.0.1 / localhost) and
+One CA signs the apiserver's serving certificate (127.0.0.1 / localhost, plus
+the node's addresses and ``kubernetes.default.svc`` names with a node) and
 every client certificate. The apiserver maps a client certificate's CN to the
 user name and its O fields to groups, so ``O=system:masters`` is cluster-admin
 and any other user starts with no permissions at all (RBAC is on).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +100,32 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.
     )
 
 
-def ensure_pki(pki_dir: Path) -> Pki:
-    """Create the CA, serving cert and service-account keys once."""
+def _san_entries(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for name in ("localhost", "127.0.0.1", *names):
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            out.append(x509.DNSName(name))
+    return out
+
+
+def _covers(cert_path: Path, names: Sequence[str]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    present = set(san)
+    return all(entry in present for entry in _san_entries(names))
+
+
+def ensure_pki(pki_dir: Path, extra_sans: Sequence[str] = ()) -> Pki:
+    """Create the CA, serving cert and service-account keys once.
+
+    The serving certificate names 127.0.0.1 and localhost plus ``extra_sans``
+    (IP addresses or DNS names); one that lacks any of them is issued anew.
+    """
     pki = Pki(pki_dir)
     pki_dir.mkdir(parents=True, exist_ok=True)
     if not (pki.ca_cert.exists() and pki.ca_key.exists()):
@@ -120,10 +146,11 @@ def ensure_pki(pki_dir: Path) -> Pki:
         )
         _write_key(pki.ca_key, key)
         _write_cert(pki.ca_cert, cert)
-    if not (pki.serving_cert.exists() and pki.serving_key.exists()):
+    if not (pki.serving_cert.exists() and pki.serving_key.exists()
+            and _covers(pki.serving_cert, extra_sans)):
         _issue(
             pki, pki.serving_cert, pki.serving_key, "kube-apiserver", (),
-            server=True,
+            server=True, sans=extra_sans,
         )
     if not (pki.sa_key.exists() and pki.sa_pub.exists()):
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -144,6 +171,7 @@ def _issue(
     organizations: tuple[str, ...],
     *,
     server: bool = False,
+    sans: Sequence[str] = (),
 ) -> None:
     ca_cert, ca_key = _load_ca(pki)
     key = _new_key()
@@ -154,12 +182,7 @@ def _issue(
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
+            x509.SubjectAlternativeName(_san_entries(sans)),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:

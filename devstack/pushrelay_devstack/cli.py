@@ -1,4 +1,5 @@
-"""``pushrelay devstack up | down | env | status``."""
+"""``pushrelay devstack up | down | env | status | exec`` (and, from
+:mod:`pushrelay_devstack.containers`, ``docker``, ``images``, ``compose``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pushrelay_devstack import containers, tools
 from pushrelay_devstack.errors import DevstackError
 from pushrelay_devstack.stack import Devstack
 
@@ -47,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extra kube-apiserver flag, repeatable (default: env "
         "PUSHRELAY_DEVSTACK_APISERVER_ARGS)",
     )
+    up.add_argument(
+        "--node", action="store_true", default=None,
+        help="also run a Kubernetes node (containerd, kubelet, kube-proxy, kube-scheduler) "
+        "so deploy/ runs as real pods; needs root, ~250 MB more RAM plus the pods, and a "
+        "one-time build (docs/devstack.md). Remembered by the state directory",
+    )
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", parents=[common], help="stop the processes `up` started")
@@ -72,9 +80,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
     run.set_defaults(func=_exec)
 
+    tool = sub.add_parser(
+        "tool", help="print the path of a cached tool (built once), or run it with -- ARGS",
+    )
+    tool.add_argument("name", choices=sorted(tools.TOOLS), help="the tool")
+    tool.add_argument("cmd", nargs=argparse.REMAINDER, help="-- arguments to run it with")
+    tool.set_defaults(func=_tool)
+    containers.register(sub, common)
+
 
 def _stack(args: argparse.Namespace, apiserver_args: list[str] | None = None) -> Devstack:
-    return Devstack(args.state_dir, apiserver_args=apiserver_args)
+    return Devstack(args.state_dir, apiserver_args=apiserver_args,
+                    node=getattr(args, "node", None))
 
 
 def _fail(exc: DevstackError) -> int:
@@ -140,6 +157,18 @@ def _exec(args: argparse.Namespace) -> int:
     finally:
         if not was_healthy:
             stack.down()
+
+
+def _tool(args: argparse.Namespace) -> int:
+    try:
+        binary = tools.TOOLS[args.name](lambda msg: print(f"devstack: {msg}", file=sys.stderr))
+    except DevstackError as exc:
+        return _fail(exc)
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        print(binary)
+        return 0
+    return subprocess.call([str(binary), *argv])
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -31,9 +31,10 @@ from pushrelay.infra import logs
 from pushrelay.infra.deliveries import read_deliveries
 from pushrelay.infra.kube.client import api_client, get_object, request_json
 from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.fields import items, text
 from pushrelay.infra.kube.informer import Informer
 from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
-from pushrelay.infra.runtime import install_event_loop_policy
+from pushrelay.infra.runtime import install_event_loop_policy, log_deprecations
 from pushrelay.infra.settings import Settings
 
 PROJECT = "pushrelay-demo"
@@ -96,17 +97,15 @@ async def wait_for_url(api: ApiClient, within: float = 30.0) -> str:
     async with asyncio.timeout(within):
         while True:
             config = await get_object(api, PROJECT_CONFIG, PROJECT, PROJECT)
-            for receiver in (config.get("status") or {}).get("webhookReceivers") or []:
-                if receiver.get("name") == RECEIVER and receiver.get("url"):
-                    return str(receiver["url"])
+            for receiver in items(config, "status", "webhookReceivers"):
+                if text(receiver, "name") == RECEIVER and text(receiver, "url"):
+                    return text(receiver, "url")
             await asyncio.sleep(0.2)
 
 
 async def refresh_value(api: ApiClient) -> str | None:
     warehouse = await get_object(api, WAREHOUSE, WAREHOUSE_NAME, PROJECT)
-    annotations = (warehouse.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(REFRESH_ANNOTATION)
-    return str(value) if value is not None else None
+    return text(warehouse, "metadata", "annotations", REFRESH_ANNOTATION) or None
 
 
 async def watch_refresh(api: ApiClient, before: str | None, within: float = 30.0) -> str:
@@ -115,10 +114,9 @@ async def watch_refresh(api: ApiClient, before: str | None, within: float = 30.0
     seen: list[str] = []
 
     def on_change(_: str, obj: dict[str, Any]) -> None:
-        annotations = (obj.get("metadata") or {}).get("annotations") or {}
-        value = annotations.get(REFRESH_ANNOTATION)
-        if obj["metadata"].get("name") == WAREHOUSE_NAME and value and value != before:
-            seen.append(str(value))
+        value = text(obj, "metadata", "annotations", REFRESH_ANNOTATION)
+        if text(obj, "metadata", "name") == WAREHOUSE_NAME and value and value != before:
+            seen.append(value)
             changed.set()
 
     informer = Informer(api, WAREHOUSE, on_change, namespace=PROJECT)
@@ -239,6 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         refresh_min_interval=1.0,
     )
     logs.configure(settings.log_level, settings.log_format)
+    log_deprecations(settings)
     install_event_loop_policy()
     try:
         return asyncio.run(demo(settings, args.once))

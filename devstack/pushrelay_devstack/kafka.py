@@ -28,7 +28,7 @@ from pushrelay_devstack.paths import KAFKA_VERSION, SLF4J_VERSION, StatePaths, c
 COMPONENT = "kafka"
 HEAP = "-Xmx512m"
 
-_LOG4J = """\
+LOG4J = """\
 log4j.rootLogger=INFO, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
@@ -95,16 +95,32 @@ def ensure_jars(progress: Callable[[str], None], version: str = KAFKA_VERSION) -
     return libs
 
 
-def write_config(paths: StatePaths, port: int, controller_port: int) -> None:
+def listener_props(port: int, controller_port: int,
+                   node: tuple[str, int] | None = None) -> dict[str, str]:
+    """Loopback listener; with ``node`` (address, port: a devstack with a node) a
+    second one, ``NODE``, advertised as itself, so a client bootstrapping from
+    either address is told the address it can reach."""
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if node is not None:
+        listeners.append(f"NODE://{node[0]}:{node[1]}")
+        protocols.append("NODE:PLAINTEXT")
+    return {
+        "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "advertised.listeners": ",".join(listeners),
+        "listener.security.protocol.map": ",".join(protocols),
+    }
+
+
+def write_config(paths: StatePaths, port: int, controller_port: int,
+                 node: tuple[str, int] | None = None) -> None:
     cfg = paths.kafka_config
     cfg.parent.mkdir(parents=True, exist_ok=True)
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **listener_props(port, controller_port, node),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(paths.kafka_data),
@@ -123,7 +139,7 @@ def write_config(paths: StatePaths, port: int, controller_port: int) -> None:
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
     cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    paths.kafka_log4j.write_text(_LOG4J)
+    paths.kafka_log4j.write_text(LOG4J)
 
 
 def _jvm(libs: Path, paths: StatePaths) -> list[str]:

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from pushrelay_devstack import procs
+from pushrelay_devstack import hostnet, procs
 from pushrelay_devstack.certs import Pki
 from pushrelay_devstack.kubeapi import KubeHTTP
 from pushrelay_devstack.paths import StatePaths
@@ -18,8 +18,8 @@ from pushrelay_devstack.paths import StatePaths
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
-# Just enough controllers for namespace deletion to finish (and owner references
-# to be honoured); no scheduler, no kubelet, no workloads.
+# Without a node: just enough controllers for namespace deletion to finish (and
+# owner references to be honoured); no scheduler, no kubelet, no workloads.
 CONTROLLERS = "namespace-controller,garbage-collector-controller"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 EXTRA_ARGS_ENV = "PUSHRELAY_DEVSTACK_APISERVER_ARGS"
@@ -62,14 +62,33 @@ def extra_args_from_env() -> list[str]:
 
 
 def apiserver_argv(
-    binary: Path, pki: Pki, port: int, etcd_port: int, extra_args: Sequence[str] = ()
+    binary: Path, pki: Pki, port: int, etcd_port: int, extra_args: Sequence[str] = (),
+    node_ip: str | None = None,
 ) -> list[str]:
-    """Flags for a single loopback apiserver. ``extra_args`` come last and win."""
+    """Flags for a single loopback apiserver. ``extra_args`` come last and win.
+
+    With ``node_ip`` (a devstack with a node) it also listens on that address
+    and advertises it (the ``kubernetes`` Service's endpoint, what pods reach),
+    admits ServiceAccounts and Node restrictions, and reaches kubelets at their
+    InternalIP with a client certificate of its own.
+    """
+    if node_ip is None:
+        placement = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+        admission = ["--enable-admission-plugins=NamespaceLifecycle",
+                     "--disable-admission-plugins=ServiceAccount"]
+    else:
+        placement = ["--bind-address=0.0.0.0", f"--advertise-address={node_ip}"]
+        kubelet_client = "kube-apiserver-kubelet-client"
+        admission = [
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.client_cert(kubelet_client)}",
+            f"--kubelet-client-key={pki.client_key(kubelet_client)}",
+        ]
     return [
         str(binary),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        *placement,
         f"--secure-port={port}",
         f"--tls-cert-file={pki.serving_cert}",
         f"--tls-private-key-file={pki.serving_key}",
@@ -77,11 +96,10 @@ def apiserver_argv(
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
-        "--service-cluster-ip-range=10.96.0.0/24",
+        f"--service-cluster-ip-range={hostnet.SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--allow-privileged=false",
-        "--enable-admission-plugins=NamespaceLifecycle",
-        "--disable-admission-plugins=ServiceAccount",
+        *admission,
         f"--cert-dir={pki.dir / 'apiserver-generated'}",
         "--profiling=false",
         "--v=1",
@@ -96,8 +114,9 @@ def start_apiserver(
     port: int,
     etcd_port: int,
     extra_args: Sequence[str] = (),
+    node_ip: str | None = None,
 ) -> procs.ProcRecord:
-    argv = apiserver_argv(binary, pki, port, etcd_port, extra_args)
+    argv = apiserver_argv(binary, pki, port, etcd_port, extra_args, node_ip)
     return procs.start(
         APISERVER, argv, log=paths.log(APISERVER), record=paths.pid_record(APISERVER), port=port
     )
@@ -113,15 +132,28 @@ def wait_apiserver(rec: procs.ProcRecord, client: KubeHTTP, timeout: float = 120
                      what="ready (/readyz)", interval=0.5)
 
 
+def controller_manager_node_args(pki: Pki) -> list[str]:
+    """With a node: every controller (Deployments, ReplicaSets, endpoints, service
+    account tokens, ...), each under its own ServiceAccount, and the CA that pods
+    get in their ``kube-root-ca.crt`` ConfigMap."""
+    return [
+        "--controllers=*",
+        f"--root-ca-file={pki.ca_cert}",
+        f"--service-account-private-key-file={pki.sa_key}",
+        "--use-service-account-credentials=true",
+    ]
+
+
 def start_controller_manager(
-    binary: Path, paths: StatePaths, port: int, kubeconfig: Path
+    binary: Path, paths: StatePaths, port: int, kubeconfig: Path,
+    node_args: Sequence[str] = (),
 ) -> procs.ProcRecord:
     argv = [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
-        f"--controllers={CONTROLLERS}",
+        *(node_args or [f"--controllers={CONTROLLERS}"]),
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",

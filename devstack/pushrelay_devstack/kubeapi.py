@@ -12,12 +12,14 @@ import http.client
 import json
 import ssl
 import time
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pushrelay.infra.kube.fields import items, mapping, text
 from pushrelay_devstack.certs import Pki, issue_client
 from pushrelay_devstack.errors import DevstackError
 
@@ -72,19 +74,43 @@ def crd_documents() -> list[dict[str, Any]]:
 
 
 _CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+#: The label on the CRDs this project ships: only CRDs carrying it are updated.
+MANAGED_BY = ("app.kubernetes.io/managed-by", "pushrelay-devstack")
+#: What earlier versions of these CRDs carried instead (still ours).
+_LEGACY_LABEL = ("app.kubernetes.io/part-of", "pushrelay-devstack")
 
 
-def install_crds(client: KubeHTTP, timeout: float = 60) -> list[str]:
-    """Create or update the project's CRDs and wait until each is Established."""
+def is_ours(crd: Any) -> bool:
+    """Whether an installed CRD is one of ours (labelled), so ``up`` may replace it."""
+    labels = mapping(crd, "metadata", "labels")
+    return any(labels.get(key) == value for key, value in (MANAGED_BY, _LEGACY_LABEL))
+
+
+def established(crd: Any) -> bool:
+    """Whether a CRD's ``Established`` condition is ``True`` (``conditions`` may be null)."""
+    return any(isinstance(c, Mapping) and c.get("type") == "Established"
+               and c.get("status") == "True" for c in items(crd, "status", "conditions"))
+
+
+def install_crds(client: KubeHTTP, timeout: float = 60,
+                 progress: Callable[[str], None] | None = None) -> list[str]:
+    """Create the project's CRDs, update those carrying our label, and wait until
+    each is Established. A CRD of the same name without our label (Kargo's own,
+    say) is left as it is, and ``progress`` says so."""
     names = []
     for crd in crd_documents():
-        name = crd["metadata"]["name"]
+        name = crd["metadata"]["name"]  # our own files: always named
         names.append(name)
         status, body = client.json("POST", _CRDS, crd)
         if status == 409:
             _, current = client.json("GET", f"{_CRDS}/{name}")
-            crd = {**crd, "metadata": {**crd["metadata"],
-                                       "resourceVersion": current["metadata"]["resourceVersion"]}}
+            if not is_ours(current):
+                if progress is not None:
+                    progress(f"CRD {name} is not ours (no {'='.join(MANAGED_BY)} label): "
+                             "left as it is")
+                continue
+            version = text(current, "metadata", "resourceVersion")
+            crd = {**crd, "metadata": {**crd["metadata"], "resourceVersion": version}}
             status, body = client.json("PUT", f"{_CRDS}/{name}", crd)
         if status not in (200, 201):
             raise DevstackError("crds", f"cannot install CRD {name}: HTTP {status} {body}")
@@ -93,8 +119,7 @@ def install_crds(client: KubeHTTP, timeout: float = 60) -> list[str]:
     while pending and time.monotonic() < deadline:
         for name in sorted(pending):
             _, body = client.json("GET", f"{_CRDS}/{name}")
-            conds = body.get("status", {}).get("conditions", [])
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+            if established(body):
                 pending.discard(name)
         if pending:
             time.sleep(0.2)

@@ -20,6 +20,7 @@ KAFKA_VERSION = os.environ.get("PUSHRELAY_DEVSTACK_KAFKA_VERSION", "3.9.1")
 SLF4J_VERSION = "1.7.36"  # the slf4j line Kafka 3.9 is built against
 KUBERNETES_VERSION = os.environ.get("PUSHRELAY_DEVSTACK_KUBERNETES_VERSION", "v1.35.4")
 ETCD_VERSION = os.environ.get("PUSHRELAY_DEVSTACK_ETCD_VERSION", "v3.6.8")
+COMPOSE_VERSION = os.environ.get("PUSHRELAY_DEVSTACK_COMPOSE_VERSION", "v2.40.3")
 
 
 def cache_dir() -> Path:

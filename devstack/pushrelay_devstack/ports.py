@@ -25,6 +25,13 @@ OWNERS = {
     "kube-controller-manager": "kube-controller-manager",
     "kafka": "kafka",
     "kafka-controller": "kafka",
+    # only used by a devstack with a node (pushrelay_devstack.node)
+    "kafka-node": "kafka",
+    "kube-scheduler": "kube-scheduler",
+    "kube-proxy": "kube-proxy",
+    "kube-proxy-metrics": "kube-proxy",
+    "kubelet": "kubelet",
+    "kubelet-healthz": "kubelet",
 }
 PINNED_ENV = {
     "etcd": "PUSHRELAY_DEVSTACK_ETCD_PORT",
@@ -32,7 +39,9 @@ PINNED_ENV = {
     "kafka": "PUSHRELAY_DEVSTACK_KAFKA_PORT",
 }
 # A component's second port, and what to call it in an error.
-SECONDARY = {"etcd": ("etcd-peer", "peer port"), "kafka": ("kafka-controller", "controller port")}
+SECONDARY = {"etcd": ("etcd-peer", "peer port"), "kafka": ("kafka-controller", "controller port"),
+             "kube-proxy": ("kube-proxy-metrics", "metrics port"),
+             "kubelet": ("kubelet-healthz", "healthz port")}
 
 
 def load(path: Path) -> dict[str, int]:
@@ -70,6 +79,8 @@ def choose(path: Path, running: Collection[str]) -> dict[str, int]:
 
 
 def require_free(component: str, ports: dict[str, int]) -> None:
+    if component not in ports:  # listens on no TCP port (containerd: a socket)
+        return
     procs.require_free(component, ports[component])
     if component in SECONDARY:
         key, what = SECONDARY[component]

@@ -1,4 +1,4 @@
-"""``pushrelay explain REPO TAG... [--project P] [-o table|json]``.
+"""``pushrelay explain REPO [TAG...] [--project P] [-o table|json]``.
 
 Answers "what would the router do with this push?" without sending anything:
 one LIST of Warehouses (all namespaces, via ``KUBECONFIG`` or the pod's
@@ -7,6 +7,8 @@ the router keeps; :func:`explain` gives the router's decision (the very same
 :func:`~pushrelay.core.matching.route`) plus, for every subscription on the
 repository that would not refresh, the reason (constraint not satisfied,
 regex excluded, strict semver rejected, wrong namespace, deprecated field...).
+Without a TAG it explains a push that carries no tags: every subscriber in
+scope is refreshed, as Kargo does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
+from pushrelay.core.deliveries import NO_TAGS
 from pushrelay.core.matching import (
     PUSHABLE_KINDS,
     Compiler,
@@ -27,11 +30,13 @@ from pushrelay.core.matching import (
     Subscription,
     WarehouseIndex,
     event_urls,
+    push_tags,
     route,
 )
 from pushrelay.core.normalize import repo_urls
 from pushrelay.infra.kube.client import api_client, list_objects
 from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.fields import items
 from pushrelay.infra.kube.resources import WAREHOUSE
 
 Outcome = Literal["refresh", "no-qualifying-tag", "out-of-scope", "invalid", "not-applicable"]
@@ -61,6 +66,13 @@ class Explanation:
 
 def _report(sub: Subscription, tags: list[str], project: str | None) -> SubscriptionReport:
     base = (sub.namespace, sub.warehouse, sub.position, sub.kind, sub.repo_url)
+    if not tags and sub.kind in PUSHABLE_KINDS:  # nothing to filter on: route() refreshes it
+        if project is not None and sub.namespace != project:
+            return SubscriptionReport(
+                *base, "out-of-scope",
+                detail=f"wrong namespace: the event is scoped to project {project!r}")
+        unchecked = f" (its rules are not checked: {sub.error})" if sub.error else ""
+        return SubscriptionReport(*base, "refresh", detail=NO_TAGS + unchecked)
     if sub.error:
         return SubscriptionReport(*base, "invalid", detail=sub.error)
     if sub.kind not in PUSHABLE_KINDS:
@@ -80,8 +92,8 @@ def _report(sub: Subscription, tags: list[str], project: str | None) -> Subscrip
             *base, "out-of-scope", tuple(ok), rejected,
             detail=f"wrong namespace: the event is scoped to project {project!r}")
     if not ok:
-        detail = "no pushed tag qualifies" if tags else "the push carries no tags"
-        return SubscriptionReport(*base, "no-qualifying-tag", (), rejected, detail=detail)
+        return SubscriptionReport(*base, "no-qualifying-tag", (), rejected,
+                                  detail="no pushed tag qualifies")
     return SubscriptionReport(*base, "refresh", tuple(ok), rejected)
 
 
@@ -90,7 +102,7 @@ def explain(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
     """:func:`route`'s answer plus a verdict for every subscription on those URLs,
     in every namespace (so "wrong namespace" can be told apart from "no match")."""
     url_list = list(dict.fromkeys(urls))
-    tag_list = list(dict.fromkeys(tags))
+    tag_list = push_tags(tags)
     reports: list[SubscriptionReport] = []
     seen: set[tuple[str, str, int]] = set()
     for url in url_list:
@@ -118,7 +130,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "subscription on REPO that would not, why. Reads Warehouses with one LIST call.",
     )
     parser.add_argument("repo", metavar="REPO", help="pushed repository, e.g. quay.io/ns/repo")
-    parser.add_argument("tags", metavar="TAG", nargs="+", help="pushed tag(s)")
+    parser.add_argument("tags", metavar="TAG", nargs="*",
+                        help="pushed tag(s); none (or only '') is a push without tags, "
+                        "which refreshes every subscriber in scope")
     parser.add_argument("--project", "-p", default=None,
                         help="project (namespace) of the receiver; default: all namespaces")
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
@@ -144,7 +158,7 @@ async def run(repo: str, tags: list[str], project: str | None,
               kubeconfig: str | None = None) -> Explanation:
     async with api_client(kubeconfig) as api:
         listing = await list_objects(api, WAREHOUSE)
-    return explain_objects(listing.get("items") or [], repo, tags, project)
+    return explain_objects(items(listing, "items"), repo, tags, project)
 
 
 def explain_objects(items: list[dict[str, Any]], repo: str, tags: list[str],
@@ -175,12 +189,13 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 def render(result: Explanation, out: TextIO) -> None:
     scope = f"project {result.project}" if result.project is not None else "all namespaces"
-    out.write(f"push of {', '.join(result.tags)} to {result.urls[0] if result.urls else '?'}"
-              f" (scope: {scope})\n\n")
+    what = f"push of {', '.join(result.tags)}" if result.tags else "push with no tags"
+    out.write(f"{what} to {result.urls[0] if result.urls else '?'} (scope: {scope})\n\n")
     if result.matches:
-        out.write(f"WOULD REFRESH {len(result.matches)} Warehouse(s):\n")
+        note = f" ({NO_TAGS})" if not result.tags else ""
+        out.write(f"WOULD REFRESH {len(result.matches)} Warehouse(s){note}:\n")
         _table([["NAMESPACE", "WAREHOUSE", "SUBSCRIPTIONS", "QUALIFYING TAGS"]] + [
-            [m.namespace, m.name, ",".join(f"#{p}" for p in m.positions), ", ".join(m.tags)]
+            [m.namespace, m.name, ",".join(f"#{p}" for p in m.positions), ", ".join(m.tags) or "-"]
             for m in result.matches], out)
     else:
         out.write("WOULD REFRESH no Warehouse.\n")

@@ -47,9 +47,11 @@ def _plugins() -> dict[str, Register | str]:
     return found
 
 
-def _unavailable(sub: Subparsers, name: str, help_text: str, why: str) -> None:
+def _unavailable(sub: Subparsers, name: str, why: str) -> None:
     # Any arguments at all (no option is recognised: the real parser is missing).
-    parser = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    # Not listed by --help (the production image offers the services only), but
+    # answered with how to install it.
+    parser = sub.add_parser(name, add_help=False, prefix_chars="\0")
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
 
     def explain_missing(_: argparse.Namespace) -> int:
@@ -67,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     services.register(sub)
     plugins = _plugins()
-    for name, help_text in DEV_COMMANDS.items():
+    for name in DEV_COMMANDS:
         plugin = plugins.pop(name, "")
         if isinstance(plugin, str):
-            _unavailable(sub, name, help_text, plugin)
+            _unavailable(sub, name, plugin)
         else:
             plugin(sub)
     for module in (publish, explain, visibility):

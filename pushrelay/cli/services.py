@@ -4,10 +4,11 @@ This is the composition root: the only place that imports the three services
 (they never import each other). Each service package exposes
 ``create(settings, health_services=None)`` in its ``service`` module; the
 runtime (:func:`pushrelay.infra.runtime.run_services`) runs what they build.
-The ingress serves the health endpoints on its own HTTP port; router and
-refresher get a small health server on ``PUSHRELAY_HEALTH_PORT``.
-``all-in-one`` runs the three in one event loop with one settings object, each
-stage still going through Kafka, and the ingress serves health for all of them.
+Every service's health endpoints are on ``PUSHRELAY_HEALTH_PORT`` (the ingress
+runs that server itself, with its ``/openapi.json``; router and refresher get a
+small one from the runtime). ``all-in-one`` runs the three in one event loop
+with one settings object, each stage still going through Kafka, and serves
+health for all of them on the ingress's health port.
 """
 
 from __future__ import annotations

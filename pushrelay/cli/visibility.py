@@ -29,6 +29,7 @@ from pushrelay.core.receivers import (
 from pushrelay.infra.deliveries import read_deliveries, read_facts
 from pushrelay.infra.kube.client import api_client, get_object, list_objects
 from pushrelay.infra.kube.errors import Action, KubeError
+from pushrelay.infra.kube.fields import items, text
 from pushrelay.infra.kube.resources import (
     CLUSTER_CONFIG,
     CLUSTER_CONFIG_NAME,
@@ -59,7 +60,9 @@ def scope_of(project: str | None) -> str:
 async def _configs(api: ApiClient, namespace: str | None) -> list[dict[str, Any]]:
     listing = await list_objects(api, PROJECT_CONFIG, namespace)
     configs: list[dict[str, Any]] = []
-    for item in listing.get("items") or []:
+    for item in items(listing, "items"):
+        if not isinstance(item, dict):
+            continue
         item.setdefault("kind", PROJECT_CONFIG.kind)
         configs.append(item)
     if namespace is None:
@@ -78,7 +81,7 @@ async def _secrets(
 ) -> dict[tuple[str, str], dict[str, Any] | None]:
     wanted: set[tuple[str, str]] = set()
     for config in configs:
-        ns = (config.get("metadata") or {}).get("namespace") or cluster_ns
+        ns = text(config, "metadata", "namespace") or cluster_ns
         wanted |= {(ns, rc.secret_name) for rc in parse_receivers(config)[0]}
     found: dict[tuple[str, str], dict[str, Any] | None] = {}
     for ns, name in sorted(wanted):
@@ -95,10 +98,10 @@ async def collect_receivers(settings: IngressSettings, namespace: str | None,
                             ) -> list[dict[str, Any]]:
     async with api_client(settings.kubeconfig) as api:
         configs = await _configs(api, namespace)
-        secrets = await _secrets(api, configs, settings.cluster_secrets_namespace)
+        secrets = await _secrets(api, configs, settings.system_resources_namespace)
     declared: list[ConfigReceivers] = [
         receivers_for(c, base_url=settings.base_url,
-                      cluster_secrets_namespace=settings.cluster_secrets_namespace,
+                      system_resources_namespace=settings.system_resources_namespace,
                       lookup=lambda ns, name: secrets.get((ns, name)))
         for c in configs
     ]
@@ -130,9 +133,9 @@ async def collect_receivers(settings: IngressSettings, namespace: str | None,
 
 
 def _status_urls(obj: dict[str, Any]) -> dict[tuple[str, str], str]:
-    entries = (obj.get("status") or {}).get("webhookReceivers") or []
-    return {(str(e.get("name")), str(e.get("path"))): str(e["url"])
-            for e in entries if isinstance(e, dict) and e.get("url")}
+    entries = items(obj, "status", "webhookReceivers")
+    return {(text(e, "name"), text(e, "path")): text(e, "url")
+            for e in entries if text(e, "url")}
 
 
 def _receivers(args: argparse.Namespace) -> int:

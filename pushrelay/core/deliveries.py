@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pushrelay.core.events import now
 
 Outcome = Literal["accepted", "rejected", "matched", "refreshed", "dropped", "failed"]
+#: What a delivery of a push without tags says (every subscriber is refreshed).
+NO_TAGS = "no tags: every subscriber refreshed"
 Stage = Literal["ingress", "router", "refresher"]
 
 
@@ -38,6 +40,9 @@ class DeliveryFact(BaseModel):
     reason: str | None = None
     warehouses: list[str] = Field(default_factory=list)
     test_notification: bool = False
+    #: router: subscriptions in scope on the pushed repository (with ``reason``,
+    #: the first one's reason not to qualify, when nothing matched).
+    subscriptions: int | None = None
 
     @property
     def key(self) -> bytes:
@@ -60,6 +65,8 @@ class Delivery(BaseModel):
     refreshed: list[str] = Field(default_factory=list)
     failed: list[str] = Field(default_factory=list)
     test_notification: bool = False
+    subscriptions: int | None = None
+    match_reason: str | None = None
 
     def summary(self) -> str:
         if self.outcome == "rejected":
@@ -67,12 +74,37 @@ class Delivery(BaseModel):
         if self.outcome == "failed" and not self.matched:
             return f"failed: {self.reason}"
         if self.failed:
-            return f"failed {len(self.failed)}/{len(self.matched)}: {self.reason or ''}".strip()
-        if self.refreshed:
-            return f"refreshed {len(self.refreshed)}/{len(self.matched)}"
-        if self.outcome in ("matched", "refreshed"):
-            return f"matched {len(self.matched)} warehouses"
-        return self.outcome
+            text = f"failed {len(self.failed)}/{len(self.matched)}: {self.reason or ''}".strip()
+        elif self.refreshed:
+            text = f"refreshed {len(self.refreshed)}/{len(self.matched)}"
+        elif self.outcome in ("matched", "refreshed"):
+            text = f"matched {len(self.matched)} warehouses"
+            if not self.matched:
+                why = self.why_none()
+                return f"{text}: {why}" if why else text
+        else:
+            return self.outcome
+        return f"{text} ({NO_TAGS})" if self.no_tags else text
+
+    @property
+    def no_tags(self) -> bool:
+        """The ingress accepted a push that carried no tags."""
+        return self.received_at is not None and not self.tags
+
+    def why_none(self) -> str | None:
+        """Why a routed delivery matched no Warehouse (None if the router did not say)."""
+        if self.test_notification:
+            return ("Quay test notification (its sample tags "
+                    f"{', '.join(self.tags) or 'none'} qualify for no subscription)")
+        if self.subscriptions is None:
+            return None
+        if self.subscriptions == 0:
+            return "no Warehouse in scope subscribes to this repository"
+        hint = f"pushrelay explain {self.repository or 'REPO'} {self.tags[0] if self.tags else ''}"
+        if self.project:
+            hint += f" --project {self.project}"
+        return (f"{self.subscriptions} subscription(s), but no pushed tag qualified "
+                f"(first: {self.match_reason or 'not qualified'}); see `{hint.strip()}`")
 
 
 def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
@@ -93,6 +125,7 @@ def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
         elif fact.stage == "router":
             routed.add(fact.delivery)
             row.matched = list(fact.warehouses)
+            row.subscriptions, row.match_reason = fact.subscriptions, fact.reason
             row.receiver = row.receiver or fact.receiver
             row.project = row.project or fact.project
         elif fact.outcome == "refreshed":

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from pushrelay.core.fields import items, mapping, text
 from pushrelay.core.normalize import normalize_chart, normalize_image, repo_urls
 from pushrelay.core.qualifiers import CompiledSubscription, compile_subscription
 
@@ -70,9 +71,9 @@ class Warehouse:
 
 
 def _meta(obj: Mapping[str, Any]) -> tuple[str, str, str, Any]:
-    meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
-            str(meta.get("uid") or ""), meta.get("generation"))
+    meta = mapping(obj, "metadata")
+    return (text(meta, "namespace"), text(meta, "name"), text(meta, "uid"),
+            meta.get("generation"))
 
 
 def _digest(value: Any) -> bytes:
@@ -123,8 +124,7 @@ class WarehouseIndex:
             marker = _digest(spec)
         if self._fingerprints.get(key) == (uid, marker):
             return None
-        raw = spec.get("subscriptions") if isinstance(spec, Mapping) else None
-        subs = raw if isinstance(raw, list) else []
+        subs = items(spec, "subscriptions")
         entry = Warehouse(
             namespace, name, uid, generation if isinstance(generation, int) else None,
             tuple(self._subscription(namespace, name, i, s) for i, s in enumerate(subs)),
@@ -210,6 +210,11 @@ def qualifying(sub: Subscription, tags: Iterable[str]) -> list[str]:
     return [t for t in tags if sub.compiled.qualify(t).ok]
 
 
+def push_tags(tags: Iterable[str]) -> list[str]:
+    """The tags a push carries: empty strings dropped, duplicates removed, in order."""
+    return [t for t in dict.fromkeys(tags) if t]
+
+
 def _in_scope(index: WarehouseIndex, url: str, project: str | None) -> Iterable[Subscription]:
     by_ns = index.subscribers(url)
     if project is None:
@@ -221,17 +226,29 @@ def _in_scope(index: WarehouseIndex, url: str, project: str | None) -> Iterable[
 
 def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
           project: str | None) -> list[Match]:
-    """Warehouses to refresh for a push of ``tags`` to any of ``urls`` (normalized)."""
-    tag_list = list(dict.fromkeys(tags))
+    """Warehouses to refresh for a push of ``tags`` to any of ``urls`` (normalized).
+
+    A push without tags (none, or only empty strings) has nothing to filter on:
+    every image or chart subscriber in scope is refreshed, whatever its rules
+    (Kargo's ``refreshWarehouses`` skips its qualifier check then, broken
+    selectors included). Git subscriptions never match a registry push.
+    """
+    tag_list = push_tags(tags)
     found: dict[tuple[str, str], tuple[str, dict[str, None], list[int]]] = {}
     verdicts: dict[int, list[str]] = {}  # identical subscriptions share a compiled object
     for url in urls:
         for sub in _in_scope(index, url, project):
-            ok = verdicts.get(id(sub.compiled))
-            if ok is None:
-                ok = verdicts[id(sub.compiled)] = qualifying(sub, tag_list)
-            if not ok:
-                continue
+            ok: list[str] | None
+            if not tag_list:
+                if sub.kind not in PUSHABLE_KINDS:
+                    continue
+                ok = []
+            else:
+                ok = verdicts.get(id(sub.compiled))
+                if ok is None:
+                    ok = verdicts[id(sub.compiled)] = qualifying(sub, tag_list)
+                if not ok:
+                    continue
             key = (sub.namespace, sub.warehouse)
             if key not in found:
                 found[key] = (url, {}, [])
@@ -239,3 +256,40 @@ def route(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
             found[key][2].append(sub.position)
     return [Match(ns, name, url, tuple(t), tuple(sorted(p)))
             for (ns, name), (url, t, p) in found.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """Why a push refreshes nothing: the subscriptions on its repository in scope,
+    and the first reason one of them gave (None when there are none)."""
+
+    subscriptions: int
+    reason: str | None
+
+
+def why_not(sub: Subscription, tags: Iterable[str]) -> str:
+    """The first reason ``sub`` does not qualify for a push of ``tags``."""
+    where = f"{sub.namespace}/{sub.warehouse} subscription #{sub.position}"
+    if sub.error:
+        return f"{where}: {sub.error}"
+    if sub.kind not in PUSHABLE_KINDS:
+        return f"{where}: {sub.kind} subscriptions are not refreshed by a registry push"
+    for tag in tags:
+        verdict = sub.compiled.qualify(tag)
+        if not verdict.ok:
+            return f"{where}: tag {tag!r}: {verdict.reason or 'not qualified'}"
+    return f"{where}: no pushed tag qualifies"
+
+
+def miss(index: WarehouseIndex, urls: Iterable[str], tags: Iterable[str],
+         project: str | None) -> Miss:
+    """For a push :func:`route` matched to nothing: how many subscriptions in scope
+    were on its repository, and why the first of them did not qualify."""
+    tag_list = push_tags(tags)
+    seen: set[tuple[str, str, int]] = set()
+    first: Subscription | None = None
+    for url in dict.fromkeys(urls):
+        for sub in _in_scope(index, url, project):
+            seen.add((sub.namespace, sub.warehouse, sub.position))
+            first = first or sub
+    return Miss(len(seen), why_not(first, tag_list) if first is not None else None)

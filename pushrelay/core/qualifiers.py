@@ -20,15 +20,18 @@ pkg/webhook/external/refresh.go), as of Kargo's main branch in 2026:
   ``MatchString``; patterns are RE2 syntax, run by google-re2 in linear time.
 * image, ``Digest``: the tag must equal ``constraint`` (the mutable tag).
 * chart: the tag must parse as a (non-strict) semantic version and satisfy
-  ``semverConstraint`` when set. Kargo does not apply Helm's ``_`` → ``+``
+  ``semverConstraint`` when set, however the repoURL is spelled (``oci://`` or
+  not, any case, surrounding blanks: Kargo's ``NormalizeChart`` finds the
+  subscription either way; an ``https://`` Helm repository is compiled too, and
+  simply never equals a pushed repository). Kargo does not apply Helm's ``_`` → ``+``
   substitution here, so ``1.0.0_build`` does not qualify.
 * git, and generic subscription types: never qualify for an image push.
 
 A subscription Kargo itself would fail to build a selector for is compiled
 with ``error`` set and never qualifies: a bad regex or constraint, an unknown
-``imageSelectionStrategy``, a chart URL that is not http(s):// or oci://, and
-the deprecated ``allowTags`` / ``ignoreTags`` (rejected by Kargo since v1.11
-for the tag-based strategies -- Digest ignores them). Kargo would fail the
+``imageSelectionStrategy``, and the deprecated ``allowTags`` / ``ignoreTags``
+(rejected by Kargo since v1.11 for the tag-based strategies -- Digest ignores
+them). Kargo would fail the
 whole webhook request on such a subscription; here only it is skipped.
 """
 
@@ -290,9 +293,7 @@ def _image_rule(body: Mapping[str, Any], strategy: str) -> _Rule:
     return _SemVer(tag_filter, strict, _constraint(text, key), key)
 
 
-def _chart_rule(body: Mapping[str, Any], repo_url: str) -> _Rule:
-    if not repo_url.startswith(("http://", "https://", "oci://")):
-        raise _Invalid(f"repository URL {quote(repo_url)} is invalid")
+def _chart_rule(body: Mapping[str, Any]) -> _Rule:
     return _Chart(_constraint(_string(body, "semverConstraint"), "semverConstraint"))
 
 
@@ -327,7 +328,7 @@ def compile_subscription(sub: Mapping[str, Any]) -> CompiledSubscription:
         if kind == "git":
             rule: _Rule = _Never("Git subscriptions are not refreshed by image pushes")
         elif kind == "chart":
-            rule = _chart_rule(body, repo_url)
+            rule = _chart_rule(body)
         else:
             strategy = _string(body, "imageSelectionStrategy") or "SemVer"
             if strategy not in STRATEGIES:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from pushrelay.core.fields import items, mapping, text
+
 QUAY: Final = "quay"
 SECRET_KEY: Final = "secret"
 PROJECT_CONFIG_KIND: Final = "ProjectConfig"
@@ -173,9 +175,8 @@ class ConfigReceivers:
 
 
 def owner_of(obj: Mapping[str, Any]) -> Owner:
-    meta = obj.get("metadata") or {}
-    return Owner(str(obj.get("kind") or PROJECT_CONFIG_KIND), str(meta.get("namespace") or ""),
-                 str(meta.get("name") or ""), str(meta.get("uid") or ""))
+    return Owner(text(obj, "kind") or PROJECT_CONFIG_KIND, text(obj, "metadata", "namespace"),
+                 text(obj, "metadata", "name"), text(obj, "metadata", "uid"))
 
 
 def parse_receivers(obj: Mapping[str, Any]) -> tuple[list[ReceiverConfig], list[tuple[str, str]]]:
@@ -184,22 +185,18 @@ def parse_receivers(obj: Mapping[str, Any]) -> tuple[list[ReceiverConfig], list[
     Returns the well-formed Quay.io entries and ``(name, problem)`` for malformed
     ones. Entries for other senders (GitHub, GitLab, ...) are not ours: skipped.
     """
-    spec = obj.get("spec") or {}
-    entries = spec.get("webhookReceivers") if isinstance(spec, Mapping) else None
     found: list[ReceiverConfig] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+    for index, entry in enumerate(items(obj, "spec", "webhookReceivers")):
         if not isinstance(entry, Mapping) or QUAY not in entry:
             continue
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             problems.append((f"#{index}", "webhook receiver has no name"))
             continue
-        quay = entry.get(QUAY)
-        ref = quay.get("secretRef") if isinstance(quay, Mapping) else None
-        secret_name = ref.get("name") if isinstance(ref, Mapping) else None
-        if not isinstance(secret_name, str) or not secret_name:
+        secret_name = text(entry, QUAY, "secretRef", "name")
+        if not secret_name:
             problems.append((name, "quay.secretRef.name is not set"))
             continue
         if name in seen:
@@ -214,8 +211,7 @@ def secret_value(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str | 
     """The raw value of the Secret's ``secret`` key, or None and the reason."""
     if secret is None:
         return None, "not found"
-    data = secret.get("data") or {}
-    encoded = data.get(SECRET_KEY) if isinstance(data, Mapping) else None
+    encoded = mapping(secret, "data").get(SECRET_KEY)
     if encoded is None:
         return None, f"has no {SECRET_KEY!r} data key"
     try:
@@ -227,8 +223,28 @@ def secret_value(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str | 
     return value, None
 
 
+def _scope(owner: Owner, system_resources_namespace: str) -> tuple[str, str] | str:
+    """(project, namespace of its Secrets) of a config, or why it serves nothing."""
+    if owner.kind == CLUSTER_CONFIG_KIND:
+        return "", system_resources_namespace
+    if owner.name != owner.namespace:  # Kargo's admission webhook forbids this
+        return (f"ProjectConfig name {owner.name!r} must equal its namespace "
+                f"{owner.namespace!r} (the project)")
+    return owner.namespace, owner.namespace
+
+
+def secret_refs(obj: Mapping[str, Any], *, system_resources_namespace: str,
+                ) -> set[tuple[str, str]]:
+    """(namespace, name) of every Secret :func:`receivers_for` would look up for ``obj``."""
+    scope = _scope(owner_of(obj), system_resources_namespace)
+    if isinstance(scope, str):
+        return set()
+    configs, _ = parse_receivers(obj)
+    return {(scope[1], c.secret_name) for c in configs}
+
+
 def receivers_for(
-    obj: Mapping[str, Any], *, base_url: str, cluster_secrets_namespace: str,
+    obj: Mapping[str, Any], *, base_url: str, system_resources_namespace: str,
     lookup: SecretLookup,
 ) -> ConfigReceivers:
     """Every Quay.io receiver one ProjectConfig or ClusterConfig declares."""
@@ -236,15 +252,11 @@ def receivers_for(
     result = ConfigReceivers(owner)
     configs, problems = parse_receivers(obj)
     result.unserved += [Unserved(owner, name, reason) for name, reason in problems]
-    if owner.kind == CLUSTER_CONFIG_KIND:
-        project, secrets_namespace = "", cluster_secrets_namespace
-    else:
-        project = secrets_namespace = owner.namespace
-        if owner.name != owner.namespace:  # Kargo's admission webhook forbids this
-            reason = (f"ProjectConfig name {owner.name!r} must equal its namespace "
-                      f"{owner.namespace!r} (the project)")
-            result.unserved += [Unserved(owner, c.name, reason) for c in configs]
-            return result
+    scope = _scope(owner, system_resources_namespace)
+    if isinstance(scope, str):
+        result.unserved += [Unserved(owner, c.name, scope) for c in configs]
+        return result
+    project, secrets_namespace = scope
     base_path = base_path_of(base_url)
     for config in configs:
         value, why = secret_value(lookup(secrets_namespace, config.secret_name))

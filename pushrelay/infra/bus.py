@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, Consume
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from pushrelay.core.events import DeadLetter, encode
@@ -92,10 +93,38 @@ def topic_configs(settings: CommonSettings) -> dict[str, dict[str, str]]:
     }
 
 
+def connection_options(settings: CommonSettings) -> dict[str, Any]:
+    """How every Kafka client of pushrelay reaches the brokers: bootstrap servers,
+    security protocol, TLS context and SASL credentials, as aiokafka arguments.
+
+    Producers, consumers and the admin client all take these, so one setting
+    secures every connection. TLS verifies the broker's certificate and host name
+    against ``kafka_ca_file`` (or the system trust store); a client certificate
+    is presented when ``kafka_cert_file`` is set.
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ca_file, certfile=settings.kafka_cert_file,
+            keyfile=settings.kafka_key_file,
+        )
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return options
+
+
 async def ensure_topics(settings: CommonSettings) -> None:
     """Create missing topics (idempotent; safe from several replicas at once)."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connection_options(settings),
         request_timeout_ms=int(settings.kafka_request_timeout * 1000),
     )
     guarded(admin._client)
@@ -145,8 +174,8 @@ class KeyPartitioner:
 
 def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
+        **connection_options(settings),
         "partitioner": KeyPartitioner(),
-        "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -164,7 +193,7 @@ def new_consumer(
     settings: CommonSettings, topic: str, group: str, **overrides: Any
 ) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **connection_options(settings),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

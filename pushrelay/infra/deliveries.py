@@ -21,6 +21,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pushrelay.core.deliveries import Delivery, DeliveryFact, fold, parse_fact
+from pushrelay.infra.bus import connection_options
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class DeliveryLog:
 async def read_facts(settings: CommonSettings, max_wait: float = 10.0) -> list[DeliveryFact]:
     """Read the whole deliveries topic (no consumer group, nothing committed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        **connection_options(settings), enable_auto_commit=False,
         auto_offset_reset="earliest", group_id=None,
     )
     await consumer.start()

@@ -6,6 +6,10 @@ A service is anything with ``name``, ``start()``, ``stop(deadline)``
 derive from :class:`pushrelay.infra.lifecycle.ServiceBase`. :func:`serve`
 starts services in order, serves ``/healthz``, ``/readyz`` and ``/metrics``,
 waits for SIGTERM / SIGINT (or a crash), then stops them within one budget.
+
+The health endpoints are for the cluster (probes, Prometheus), never for the
+public: :class:`HealthServer` serves them on ``PUSHRELAY_HEALTH_PORT``. A public
+port (the ingress's) serves :func:`liveness_route` at most.
 :func:`run_services` is the process entry point (``python -m <service>``,
 ``pushrelay <service>``, ``pushrelay all-in-one``).
 """
@@ -47,13 +51,19 @@ class Service(Protocol):
 ServiceFactory = Callable[[Any, Sequence[Service] | None], Service]
 
 
-def health_routes(services: Sequence[Service]) -> list[web.RouteDef]:
+def liveness_route(services: Sequence[Service]) -> web.RouteDef:
+    """``GET /healthz``: 200 unless one of ``services`` crashed (nothing else revealed)."""
     async def healthz(_: web.Request) -> web.Response:
         broken = [s.name for s in services if s.crashed.is_set()]
         if broken:
             return web.json_response({"status": "crashed", "services": broken}, status=500)
         return web.json_response({"status": "ok"})
 
+    return web.get("/healthz", healthz)
+
+
+def health_routes(services: Sequence[Service]) -> list[web.RouteDef]:
+    """``/healthz``, ``/readyz`` (reasons per service) and ``/metrics``."""
     async def readyz(_: web.Request) -> web.Response:
         reasons = {s.name: r for s in services if (r := s.readiness()) is not None}
         if reasons:
@@ -64,16 +74,20 @@ def health_routes(services: Sequence[Service]) -> list[web.RouteDef]:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz),
+    return [liveness_route(services), web.get("/readyz", readyz),
             web.get("/metrics", metrics)]
 
 
 class HealthServer:
-    """A small HTTP server for the health endpoints of services without one."""
+    """The admin HTTP server: :func:`health_routes` of ``services``, plus ``routes``.
 
-    def __init__(self, services: Sequence[Service], host: str, port: int) -> None:
+    ``port`` 0 binds an ephemeral port; :attr:`port` is the bound one after start.
+    """
+
+    def __init__(self, services: Sequence[Service], host: str, port: int,
+                 routes: Sequence[web.RouteDef] = ()) -> None:
         self._app = web.Application()
-        self._app.add_routes(health_routes(services))
+        self._app.add_routes([*health_routes(services), *routes])
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -207,13 +221,20 @@ async def _stop_all(services: Sequence[Service], deadline: Deadline) -> bool:
 def run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
     """Run the services ``factories`` build in this process, until SIGTERM: the exit code.
 
-    When one of them serves the health endpoints itself (the ingress, on its own
-    port), it serves them for all; otherwise a :class:`HealthServer` listens on
-    ``PUSHRELAY_HEALTH_PORT``.
+    When one of them serves the health endpoints itself (the ingress runs the
+    health server, with its ``/openapi.json``), it serves them for all;
+    otherwise a :class:`HealthServer` listens on ``PUSHRELAY_HEALTH_PORT``.
     """
     logs.configure(settings.log_level, settings.log_format)
+    log_deprecations(settings)
     install_event_loop_policy()
     return asyncio.run(_run_services(factories, settings))
+
+
+def log_deprecations(settings: CommonSettings) -> None:
+    """A warning per deprecated setting in use (call once logging is configured)."""
+    for line in settings.deprecations():
+        log.warning(line)
 
 
 async def _run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:

@@ -13,13 +13,15 @@ behind a service's back.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound="BaseSettings")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class _Section(BaseSettings):
@@ -39,6 +41,40 @@ class KafkaSettings(_Section):
     commit_interval: float = Field(
         1.0, gt=0, description="how often router and refresher commit done offsets, s "
                                "(a crash redoes at most this much)")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="how clients talk to the brokers (Kafka's security.protocol)"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ca_file: str | None = Field(
+        None, description="PEM CA bundle that signs the brokers' certificates "
+                          "(default: the system's trust store)"
+    )
+    kafka_cert_file: str | None = Field(
+        None, description="PEM client certificate for mutual TLS (with kafka_key_file)"
+    )
+    kafka_key_file: str | None = Field(None, description="PEM private key of kafka_cert_file")
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"PUSHRELAY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "PUSHRELAY_KAFKA_SASL_USERNAME and PUSHRELAY_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ValueError("PUSHRELAY_KAFKA_CERT_FILE and PUSHRELAY_KAFKA_KEY_FILE go together")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.kafka_ca_file or self.kafka_cert_file):
+            raise ValueError(
+                "PUSHRELAY_KAFKA_CA_FILE / _CERT_FILE need PUSHRELAY_KAFKA_SECURITY_PROTOCOL "
+                "SSL or SASL_SSL"
+            )
+        return self
 
     @property
     def push_topic(self) -> str:
@@ -77,8 +113,9 @@ class ProcessSettings(_Section):
     log_format: Literal["json", "text"] = Field("json", description="log format")
     health_host: str = Field("0.0.0.0", description="health/metrics listen host")
     health_port: int = Field(
-        0, ge=0, le=65535,
-        description="health/metrics port for router/refresher (0: ephemeral)",
+        8081, ge=0, le=65535,
+        description="port of /healthz, /readyz, /metrics (and the ingress's /openapi.json); "
+                    "admin only, never public (0: ephemeral)",
     )
     shutdown_timeout: float = Field(
         20.0, gt=0, description="graceful shutdown budget from SIGTERM to exit, s")
@@ -92,14 +129,26 @@ class ProcessSettings(_Section):
 class CommonSettings(KafkaSettings, KubernetesSettings, ProcessSettings):
     """The shared sections: what every service (and the CLI) needs."""
 
+    def deprecations(self) -> list[str]:
+        """One line per deprecated setting in use, for the log at start (sections
+        with deprecated settings add theirs)."""
+        return []
+
 
 class IngressSettings(CommonSettings):
     ingress_host: str = Field("0.0.0.0", description="ingress listen host")
     ingress_port: int = Field(8080, ge=0, le=65535, description="ingress listen port")
     base_url: str = Field("http://localhost:8080", description="public base URL of receivers")
     write_status: bool = Field(False, description="write ProjectConfig.status.webhookReceivers")
-    cluster_secrets_namespace: str = Field(
-        "kargo-cluster-secrets", description="namespace of ClusterConfig receiver secrets"
+    system_resources_namespace: str = Field(
+        "kargo-system-resources", min_length=1,
+        description="namespace of ClusterConfig receiver secrets (Kargo's "
+                    "SYSTEM_RESOURCES_NAMESPACE)",
+    )
+    cluster_secrets_namespace: str | None = Field(
+        None, min_length=1,
+        description="deprecated alias of system_resources_namespace (which wins when both "
+                    "are set)",
     )
     max_body_bytes: int = Field(2 * 1024 * 1024, gt=0, description="largest accepted body")
     publish_timeout: float = Field(
@@ -116,6 +165,27 @@ class IngressSettings(CommonSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_alias(cls, data: Any) -> Any:
+        """``cluster_secrets_namespace`` fills ``system_resources_namespace`` if that is unset."""
+        if (isinstance(data, dict) and data.get("cluster_secrets_namespace")
+                and "system_resources_namespace" not in data):
+            return {**data, "system_resources_namespace": data["cluster_secrets_namespace"]}
+        return data
+
+    def deprecations(self) -> list[str]:
+        """One line per deprecated setting in use, for the log at start."""
+        old = self.cluster_secrets_namespace
+        if old is None:
+            return []
+        line = ("PUSHRELAY_CLUSTER_SECRETS_NAMESPACE is deprecated: set "
+                "PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE instead")
+        if old != self.system_resources_namespace:
+            line += (f" (ignored: PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE="
+                     f"{self.system_resources_namespace} wins)")
+        return [line]
 
 
 class RouterSettings(CommonSettings):

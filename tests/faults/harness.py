@@ -178,9 +178,11 @@ class ServiceProcess:
 
     def __init__(self, service: str, env: dict[str, str], logdir: Path) -> None:
         self.service = service
-        self.port = procs.free_port()
-        key = "PUSHRELAY_INGRESS_PORT" if service == "ingress" else "PUSHRELAY_HEALTH_PORT"
-        self.env = {**env, key: str(self.port)}
+        self.port = procs.free_port()  # where requests go (the ingress's public port)
+        self.health_port = procs.free_port() if service == "ingress" else self.port
+        self.env = {**env, "PUSHRELAY_HEALTH_PORT": str(self.health_port)}
+        if service == "ingress":
+            self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
         self.log = logdir / f"{service}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -235,13 +237,17 @@ class ServiceProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
+
     async def ready(self) -> bool:
         if not self.alive():
             return False
         try:
             timeout = aiohttp.ClientTimeout(total=2)
             async with aiohttp.ClientSession(timeout=timeout) as http, \
-                    http.get(self.base_url + "/readyz") as resp:
+                    http.get(self.health_url + "/readyz") as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
@@ -249,7 +255,7 @@ class ServiceProcess:
     async def metric(self, name: str, labels: str = "") -> float:
         """One sample from the process's /metrics (0 when absent)."""
         async with aiohttp.ClientSession() as http, \
-                http.get(self.base_url + "/metrics") as resp:
+                http.get(self.health_url + "/metrics") as resp:
             text = await resp.text()
         total = 0.0
         for line in text.splitlines():

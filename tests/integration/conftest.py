@@ -4,6 +4,11 @@ The chain: ``devstack_env`` (reuse a running devstack when ``KUBECONFIG`` and
 ``PUSHRELAY_KAFKA_BOOTSTRAP`` are set, else start one for the session) →
 ``kube`` (an admin API client) → ``namespace`` (a fresh namespace per test) and
 ``settings`` (a per-test topic prefix, so tests never see each other's events).
+
+``PUSHRELAY_TEST_KAFKA=testcontainers`` takes Kafka from testcontainers' Kafka
+provider (a container of the locally built ``pushrelay-kafka`` image, see
+``pushrelay_devstack.tckafka``) instead of the devstack's broker; the API server
+is the devstack's either way.
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ from pushrelay.infra.settings import Settings
 
 @pytest.fixture(scope="session")
 def devstack_env() -> Iterator[dict[str, str]]:
+    from pushrelay_devstack import tckafka
     from tests.devstack_fixtures import ensure_devstack
 
     env, stop = ensure_devstack()
     try:
-        yield env
+        if tckafka.wanted():
+            with tckafka.kafka() as bootstrap:
+                yield {**env, "PUSHRELAY_KAFKA_BOOTSTRAP": bootstrap}
+        else:
+            yield env
     finally:
         stop()
 

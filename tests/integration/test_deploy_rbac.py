@@ -48,7 +48,7 @@ FIELD_MANAGER = "pushrelay-test"
 SERVICES = ("ingress", "router", "refresher")
 
 KARGO_API = f"/apis/{KARGO}/v1alpha1"
-CLUSTER_SECRETS_NS = "kargo-cluster-secrets"
+CLUSTER_SECRETS_NS = "kargo-system-resources"
 
 
 # What the SubjectAccessReview matrix asks about: (group, resource, namespaced).
@@ -562,7 +562,8 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
-    port: int
+    port: int  # where requests go (the ingress's public port)
+    health_port: int  # /readyz
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -576,6 +577,7 @@ def run_service(
 
     def start(name: str, kubeconfig: Path, prefix: str, **extra: str) -> Proc:
         port = free_port()
+        health_port = free_port() if name == "ingress" else port
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHRELAY_")}
         env.update({
             "KUBECONFIG": str(kubeconfig),
@@ -588,14 +590,15 @@ def run_service(
             "PUSHRELAY_LOG_LEVEL": "DEBUG",
             "PUSHRELAY_INGRESS_HOST": "127.0.0.1",
             "PUSHRELAY_HEALTH_HOST": "127.0.0.1",
-            "PUSHRELAY_INGRESS_PORT" if name == "ingress" else "PUSHRELAY_HEALTH_PORT": str(port),
+            "PUSHRELAY_INGRESS_PORT": str(port),
+            "PUSHRELAY_HEALTH_PORT": str(health_port),
             **extra,
         })
         log = tmp_path / f"{name}.log"
         with log.open("wb") as fh:
             popen = subprocess.Popen([sys.executable, "-m", name], env=env, cwd=ROOT,
                                      stdout=fh, stderr=subprocess.STDOUT)
-        proc = Proc(name, popen, log, port)
+        proc = Proc(name, popen, log, port, health_port)
         procs.append(proc)
         return proc
 
@@ -639,7 +642,7 @@ async def test_services_run_under_their_own_service_accounts(
 
     async with aiohttp.ClientSession() as session:
         for proc in procs.values():
-            url = f"http://127.0.0.1:{proc.port}/readyz"
+            url = f"http://127.0.0.1:{proc.health_port}/readyz"
 
             async def ready(url: str = url, proc: Proc = proc) -> bool:
                 assert proc.popen.poll() is None, f"{proc.name} exited\n{logs()}"

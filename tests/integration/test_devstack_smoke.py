@@ -155,8 +155,8 @@ async def test_crds_are_lenient_and_projectconfig_has_status(
     assert got["spec"]["webhookReceivers"][0]["quay"]["secretRef"]["name"] == "s"
 
 
-async def test_clusterconfig_and_cluster_secrets_namespace(admin: client.ApiClient) -> None:
-    await client.CoreV1Api(admin).read_namespace("kargo-cluster-secrets")
+async def test_clusterconfig_and_system_resources_namespace(admin: client.ApiClient) -> None:
+    await client.CoreV1Api(admin).read_namespace("kargo-system-resources")
     api = client.CustomObjectsApi(admin)
     name = f"smoke-{uuid.uuid4().hex[:6]}"  # not "cluster": other tests own that one
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterConfig",

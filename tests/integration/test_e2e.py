@@ -3,7 +3,8 @@
 A push to a receiver refreshes the right Warehouse whether the stages run as
 three processes or as ``pushrelay all-in-one``; after the services restart,
 ``pushrelay receivers`` and ``pushrelay deliveries`` still show a delivery that
-was accepted and refreshed, one that matched nothing, and one that was rejected.
+was accepted and refreshed, one without tags (every subscriber refreshed), two
+that matched nothing (and why), and one that was rejected.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.core.deliveries import NO_TAGS
 from pushrelay.infra.kube.client import get_object, request_json
 from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, SECRET, WAREHOUSE
 from tests.integration.conftest import eventually
@@ -39,7 +41,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> dict[str, str]:
+def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int,
+                health_port: int) -> dict[str, str]:
     return {
         **os.environ, **devstack_env,
         "PUSHRELAY_TOPIC_PREFIX": topic_prefix,
@@ -48,7 +51,7 @@ def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> d
         "PUSHRELAY_INGRESS_PORT": str(port),
         "PUSHRELAY_BASE_URL": f"http://127.0.0.1:{port}",
         "PUSHRELAY_HEALTH_HOST": "127.0.0.1",
-        "PUSHRELAY_HEALTH_PORT": "0",
+        "PUSHRELAY_HEALTH_PORT": str(health_port),
         "PUSHRELAY_WRITE_STATUS": "true",
         "PUSHRELAY_ROUTER_GROUP": f"{topic_prefix}router",
         "PUSHRELAY_REFRESHER_GROUP": f"{topic_prefix}refresher",
@@ -58,12 +61,15 @@ def service_env(devstack_env: dict[str, str], topic_prefix: str, port: int) -> d
 
 
 @asynccontextmanager
-async def running(commands: Sequence[Sequence[str]], env: dict[str, str],
-                  port: int) -> AsyncIterator[None]:
+async def running(commands: Sequence[Sequence[str]], env: dict[str, str]) -> AsyncIterator[None]:
+    """Run ``commands``; the first (the ingress, or all-in-one) owns the health port
+    whose ``/readyz`` is awaited, the others bind ephemeral ones."""
     logs = [tempfile.TemporaryFile() for _ in commands]
-    procs = [await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL,
+    envs = [env] + [{**env, "PUSHRELAY_HEALTH_PORT": "0"}] * (len(commands) - 1)
+    procs = [await asyncio.create_subprocess_exec(*cmd, env=e, stdout=asyncio.subprocess.DEVNULL,
                                                   stderr=log)
-             for cmd, log in zip(commands, logs, strict=True)]
+             for cmd, e, log in zip(commands, envs, logs, strict=True)]
+    port = env["PUSHRELAY_HEALTH_PORT"]
     try:
         async def ready() -> bool:
             try:
@@ -143,9 +149,9 @@ async def test_push_refreshes_and_deliveries_survive_restart(
     commands: list[list[str]],
 ) -> None:
     port = free_port()
-    env = service_env(devstack_env, topic_prefix, port)
+    env = service_env(devstack_env, topic_prefix, port, free_port())
     await create_project(kube, namespace)
-    async with running(commands, env, port):
+    async with running(commands, env):
         url = await receiver_url(kube, namespace)
         assert url.startswith(f"http://127.0.0.1:{port}/quay/")
 
@@ -158,24 +164,42 @@ async def test_push_refreshes_and_deliveries_survive_restart(
         assert status == 202, body
         unmatched = body["delivery"]
 
+        status, body = await post(url, quay_push(REPO, ["v2.0.0"]))
+        assert status == 202, body
+        unqualified = body["delivery"]
+
+        status, body = await post(url, orjson.dumps({"docker_url": REPO}))  # no tags
+        assert status == 202, body
+        untagged = body["delivery"]
+
         status, body = await post(url, b'{"docker_url": 42}')
         assert status == 400 and body == {"error": "invalid request body"}
 
         def outcomes() -> dict[str, str]:
             rows = cli(["deliveries", "-n", namespace, "--limit", "10"], env)
             return {row["delivery"]: row["summary"] for row in rows}
-        await eventually(
-            lambda: asyncio.to_thread(lambda: len(outcomes()) == 3
-                                      and outcomes()[accepted].startswith("refreshed")),
-            within=30, interval=0.5)
+
+        def settled() -> bool:
+            got = outcomes()
+            return (len(got) == 5 and got[accepted].startswith("refreshed")
+                    and got[untagged].startswith("refreshed"))
+        await eventually(lambda: asyncio.to_thread(settled), within=30, interval=0.5)
 
     # Everything stopped; start again and ask what happened.
-    async with running(commands, env, port):
+    async with running(commands, env):
         rows = await asyncio.to_thread(cli, ["deliveries", "-n", namespace], env)
         by_id = {row["delivery"]: row for row in rows}
         assert by_id[accepted]["summary"] == "refreshed 1/1"
         assert by_id[accepted]["matched"] == [f"{namespace}/app"]
-        assert by_id[unmatched]["summary"] == "matched 0 warehouses"
+        assert by_id[unmatched]["summary"] == (
+            "matched 0 warehouses: no Warehouse in scope subscribes to this repository")
+        why = by_id[unqualified]["summary"]
+        assert why.startswith("matched 0 warehouses: 1 subscription(s), but no pushed tag "
+                              f"qualified (first: {namespace}/app subscription #0: tag "
+                              "'v2.0.0': "), why
+        assert "does not satisfy" in why
+        assert why.endswith(f"see `pushrelay explain {REPO} v2.0.0 --project {namespace}`")
+        assert by_id[untagged]["summary"] == f"refreshed 1/1 ({NO_TAGS})"
         [rejected] = [row for row in rows if row["outcome"] == "rejected"]
         assert rejected["summary"].startswith("rejected: invalid body")
         assert {row["receiver"] for row in rows} == {RECEIVER}

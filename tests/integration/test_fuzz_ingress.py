@@ -51,10 +51,13 @@ EXCLUDED = "negative_data_rejection,positive_data_acceptance,ignored_auth"
 class IngressProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
+        self.health_port = free_port()  # /readyz and /openapi.json
         self.env = {**{k: v for k, v in os.environ.items()
                        if not k.startswith("PUSHRELAY_") and k != "KUBECONFIG"},
                     **env, "PUSHRELAY_INGRESS_PORT": str(self.port),
                     "PUSHRELAY_INGRESS_HOST": "127.0.0.1",
+                    "PUSHRELAY_HEALTH_PORT": str(self.health_port),
+                    "PUSHRELAY_HEALTH_HOST": "127.0.0.1",
                     "PUSHRELAY_BASE_URL": f"http://127.0.0.1:{self.port}"}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,15 +92,16 @@ def ingress_process(devstack_env: dict[str, str], tmp_path: Path,
             proc.stop()
 
 
-def schemathesis_run(base: str, workdir: Path, name: str, parameters: dict[str, str],
-                     ) -> tuple[int, dict[str, int], str]:
-    """Run the CLI; (exit code, cases per status code, output)."""
+def schemathesis_run(base: str, schema: str, workdir: Path, name: str,
+                     parameters: dict[str, str]) -> tuple[int, dict[str, int], str]:
+    """Run the CLI with the document at ``schema`` against ``base``; (exit code, cases
+    per status code, output)."""
     config = workdir / f"{name}.toml"
     lines = ["[parameters]"] + [f'"{k}" = "{v}"' for k, v in parameters.items()]
     config.write_text("\n".join(lines) + "\n")
     ndjson = workdir / f"{name}.ndjson"
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
-    argv = [cli, "--config-file", str(config), "run", f"{base}/openapi.json",
+    argv = [cli, "--config-file", str(config), "run", schema, "--url", base,
             "--checks", "all", "--exclude-checks", EXCLUDED,
             "--phases", "examples,coverage,fuzzing", "--mode", "all",
             "--max-examples", str(EXAMPLES), "--seed", "1",
@@ -141,10 +145,11 @@ async def test_schemathesis_finds_no_server_error(
     path = await project_with_receiver(kube, namespace, secret=f"fuzz-{uuid.uuid4().hex}")
     digest = path.rsplit("/", 1)[1]
     base = f"http://127.0.0.1:{ingress_process.port}"
+    health = f"http://127.0.0.1:{ingress_process.health_port}"
 
     async def ready() -> bool:
         try:
-            async with aiohttp.ClientSession() as http, http.get(base + "/readyz") as resp:
+            async with aiohttp.ClientSession() as http, http.get(health + "/readyz") as resp:
                 return resp.status == 200
         except aiohttp.ClientError:
             return False
@@ -159,7 +164,7 @@ async def test_schemathesis_finds_no_server_error(
     runs = {}
     for name, parameters in (("pinned-hash", {"path.hash": digest}), ("any-hash", {})):
         code, counts, output = await asyncio.to_thread(
-            schemathesis_run, base, tmp_path, name, parameters)
+            schemathesis_run, base, health + "/openapi.json", tmp_path, name, parameters)
         runs[name] = counts
         with capsys.disabled():
             print(f"\nschemathesis {name}: {sum(counts.values())} cases, by status {counts}")

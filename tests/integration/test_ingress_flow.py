@@ -189,9 +189,18 @@ async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: st
         async with http.post(base + path, data=chunked()) as resp:
             assert resp.status == 413
             assert "Content-Length" not in resp.request_info.headers
+        async with http.get(base + "/no-such-route") as resp:
+            unknown = resp.status, await resp.read()
+        assert unknown[0] == 404
+        health = f"http://127.0.0.1:{service.health_port}"
+        for route in ("/readyz", "/metrics", "/openapi.json"):
+            async with http.get(base + route) as resp:  # the public port: not there
+                assert (resp.status, await resp.read()) == unknown, route
         for route in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
-            async with http.get(base + route) as resp:
+            async with http.get(health + route) as resp:
                 assert resp.status == 200, route
+        async with http.get(base + "/healthz") as resp:
+            assert resp.status == 200
         status, sentinel, _ = await post(http, service, path)
         assert status == 202
     # Nothing but the sentinel reached the topic.
@@ -306,7 +315,13 @@ async def test_status_not_written_when_disabled(
 
 async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
                                        http: ClientSession) -> None:
-    secret_ns = settings.cluster_secrets_namespace
+    secret_ns = settings.system_resources_namespace
+    try:  # a devstack started by an older pushrelay may not have it yet
+        await request_json(kube, "POST", "/api/v1/namespaces", body={
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret_ns}})
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
     suffix = uuid.uuid4().hex[:8]
     name, secret_name, secret = f"cluster-quay-{suffix}", f"quay-{suffix}", f"cs-{suffix}"
     await put_secret(kube, secret_ns, secret_name, {"secret": secret})

@@ -98,7 +98,7 @@ async def test_broker_outage(devstack_env: dict[str, str], topic_prefix: str, ku
         assert not service.crashed.is_set()
 
         async def not_ready() -> bool:
-            async with http.get(base + "/readyz") as resp:
+            async with http.get(f"http://127.0.0.1:{service.health_port}/readyz") as resp:
                 return resp.status == 503
         await eventually(not_ready, within=15)
 

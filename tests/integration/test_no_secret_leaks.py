@@ -48,9 +48,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Service:
     def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
         self.name = name
-        self.port = free_port()
-        key = "PUSHRELAY_INGRESS_PORT" if name == "ingress" else "PUSHRELAY_HEALTH_PORT"
-        self.env = {**env, key: str(self.port)}
+        self.port = free_port()  # where requests go (the ingress's public port)
+        self.health_port = free_port() if name == "ingress" else self.port
+        self.env = {**env, "PUSHRELAY_HEALTH_PORT": str(self.health_port)}
+        if name == "ingress":
+            self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,8 +73,10 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     async def get(self, path: str) -> tuple[int, str]:
+        """GET on the health port (``/readyz``, ``/metrics``)."""
         try:
-            async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{self.health_port}{path}") as resp:
                 return resp.status, await resp.text()
         except aiohttp.ClientError:
             return 0, ""

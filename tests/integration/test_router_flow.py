@@ -313,3 +313,24 @@ async def test_explain_against_the_api_server(kube: ApiClient, namespace: str,
     assert mine[(namespace, "two")].outcome == "no-qualifying-tag"
     assert "^2.0.0" in mine[(namespace, "two")].rejected["v1.0.0"]
     assert mine[(namespace2, "other")].outcome == "out-of-scope"
+
+
+async def test_a_push_without_tags_refreshes_every_subscriber_in_scope(
+    harness: Harness, kube: ApiClient, namespace: str, namespace2: str,
+) -> None:
+    """Kargo's rule: nothing to filter on means every subscriber is refreshed."""
+    repo = f"quay.io/{namespace}/untagged"
+    await create_warehouse(kube, namespace, warehouse("semver", image(repo, constraint="^9")))
+    await create_warehouse(kube, namespace, warehouse("chart", {"chart": {
+        "repoURL": repo, "semverConstraint": "^9"}}))  # no oci:// prefix: found all the same
+    await create_warehouse(kube, namespace2, warehouse("elsewhere", image(repo)))
+    await eventually(lambda: all(harness.indexed(ns, n) for ns, n in (
+        (namespace, "semver"), (namespace, "chart"), (namespace2, "elsewhere"))), within=10)
+    event = await harness.publish(push_event([], namespace, repo))
+    requests = await harness.requests_for(event, 2)
+    assert sorted(str(r.warehouse) for r in requests) == [
+        f"{namespace}/chart", f"{namespace}/semver"]
+    assert all(r.cause.tags == [] for r in requests)
+    tagged = await harness.publish(push_event(["latest"], None, repo))  # tags still filter
+    sentinel = await harness.publish(push_event(["9.1.0"], None, repo))
+    await no_request_then_sentinel(harness, tagged, sentinel)

@@ -26,6 +26,7 @@ from pushrelay.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
+HOST_NETWORK_FILE = ROOT / "compose" / "compose.host-network.yml"
 DOCKERFILE = ROOT / "compose" / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 
@@ -228,8 +229,18 @@ def test_service_waits_for_healthy_kafka_and_has_a_healthcheck(
     service = compose["services"][name]
     assert service["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     test = service["healthcheck"]["test"]
-    port = "8080" if name == "ingress" else str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
+    port = str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
     assert f"http://127.0.0.1:{port}/readyz" in " ".join(test)
+
+
+def test_only_the_ingress_public_port_is_published(compose: dict[str, Any]) -> None:
+    """The health port (readiness, metrics, OpenAPI) never leaves the Compose network."""
+    health = str(compose["services"]["ingress"]["environment"]["PUSHRELAY_HEALTH_PORT"])
+    for name in SERVICES:
+        published = compose["services"][name].get("ports") or []
+        assert all(not str(p).endswith(f":{health}") for p in published), (name, published)
+    ports = compose["services"]["ingress"]["ports"]
+    assert [str(p).rsplit(":", 1)[1] for p in ports] == ["8080"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -321,14 +332,18 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_is_slim_python_311_non_root() -> None:
     instructions = dockerfile_instructions()
     args = {v.split("=", 1)[0]: v.split("=", 1)[1] for k, v in instructions if k == "ARG"}
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert args["BASE"] == "python:3.11-slim"  # a registry base by default; `make image` sets it
     stages = [v for k, v in instructions if k == "FROM"]
-    assert stages[-1] == "${PYTHON_IMAGE}"
+    assert stages[0] == "${BASE} AS build" and stages[-1] == "${BASE}"
     users = [v for k, v in instructions if k == "USER"]
     assert users, "the image must not run as root"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (runAsNonRoot)"
     assert any(k == "RUN" and "pip install" in v for k, v in instructions)
+    # the final stage copies the virtualenv only: no pip cache, wheels or compilers
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
+    assert [v for k, v in final if k == "COPY"] == ["--from=build /opt/pushrelay /opt/pushrelay"]
+    assert not any("devstack" in v for k, v in final)
     entrypoint = [orjson.loads(v) for k, v in instructions if k == "ENTRYPOINT"]
     assert entrypoint == [["pushrelay"]]
 
@@ -338,3 +353,75 @@ def test_dockerfile_user_matches_the_compose_and_kubernetes_default(
 ) -> None:
     uid = [v for k, v in dockerfile_instructions() if k == "USER"][-1]
     assert compose["services"]["ingress"]["user"] == uid
+
+
+def test_dockerignore_keeps_devstack_and_tests_out_of_the_context() -> None:
+    lines = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    assert lines[lines.index("**") + 1:].count("devstack/") == 1
+    assert "!tests/" not in lines
+
+
+# --- the host-network override (engines without a bridge; loopback API servers) ----------
+
+
+class _Reset:
+    """Compose's ``!reset`` tag: the key is removed from the merged model."""
+
+
+def _load_override(text: str) -> Any:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!reset", lambda loader, node: _Reset())
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge for what the override uses: mappings merge, the rest replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(key, None)
+            else:
+                merged[key] = _merge(base.get(key), value)
+        return merged
+    return override
+
+
+@pytest.fixture(scope="module")
+def host_network(raw: dict[str, Any]) -> dict[str, Any]:
+    override = _load_override(HOST_NETWORK_FILE.read_text())
+    env = {"KUBECONFIG_FILE": "/home/user/.kube/pushrelay.kubeconfig", "HOME": "/home/user"}
+    data: dict[str, Any] = interpolate(_merge(raw, override), env)
+    return data
+
+
+def test_host_network_override_validates_merged(
+    validator: jsonschema.protocols.Validator, host_network: dict[str, Any]
+) -> None:
+    assert errors(validator, host_network) == []
+
+
+def test_host_network_override_puts_everything_on_loopback(host_network: dict[str, Any]) -> None:
+    for name, service in host_network["services"].items():
+        assert service["network_mode"] == "host", name
+        assert "ports" not in service and "hostname" not in service, name
+        if name != "kafka":
+            assert service["environment"]["PUSHRELAY_KAFKA_BOOTSTRAP"] == "127.0.0.1:29092"
+    kafka = host_network["services"]["kafka"]["environment"]
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:29092"
+    assert all("127.0.0.1:" in listener for listener in kafka["KAFKA_LISTENERS"].split(","))
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@127.0.0.1:29093"
+
+
+@pytest.mark.parametrize("name", ["router", "refresher"])
+def test_host_network_replicas_take_ephemeral_health_ports(
+    host_network: dict[str, Any], name: str
+) -> None:
+    """Scaled replicas share the host's ports: a fixed health port would collide."""
+    service = host_network["services"][name]
+    assert str(service["environment"]["PUSHRELAY_HEALTH_PORT"]) == "0"
+    # none at all: `docker compose up --wait` then waits for "running"; a disabled
+    # one ({test: [NONE]}) makes --wait fail with "has no healthcheck configured"
+    assert "healthcheck" not in service

@@ -40,7 +40,7 @@ def test_rejected_and_unmatched() -> None:
 
 def test_failed_refresh_keeps_reason() -> None:
     [row] = fold([
-        fact("d1", "ingress", "accepted"),
+        fact("d1", "ingress", "accepted", tags=["v1"]),
         fact("d1", "router", "matched", 1, warehouses=["ns/a"]),
         fact("d1", "refresher", "failed", 2, warehouses=["ns/a"], reason="403 forbidden"),
     ])

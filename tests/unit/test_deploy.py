@@ -156,8 +156,7 @@ def test_deployment_probes_hit_the_health_endpoints(
     c = container(manifests, service)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     settings = config(manifests)
-    expected_port = int(settings["PUSHRELAY_INGRESS_PORT" if service == "ingress"
-                                  else "PUSHRELAY_HEALTH_PORT"])
+    expected_port = int(settings["PUSHRELAY_HEALTH_PORT"])
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
                         ("startupProbe", "/healthz")):
         get = c[probe]["httpGet"]

@@ -188,6 +188,21 @@ def oracle_ok(obj: dict[str, Any], urls: list[str], tag: str) -> bool:
     return False
 
 
+def oracle_subscribed(obj: dict[str, Any], urls: list[str]) -> bool:
+    """Some image or chart subscription of ``obj`` is on one of ``urls`` (a push
+    without tags refreshes it whatever its rules)."""
+    subs = (obj.get("spec") or {}).get("subscriptions")
+    for sub in subs if isinstance(subs, list) else []:
+        kinds = [k for k in sub if k != "name"] if isinstance(sub, dict) else []
+        if len(kinds) != 1 or kinds[0] not in ("image", "chart"):
+            continue
+        body = sub[kinds[0]]
+        raw = body.get("repoURL") if isinstance(body, dict) else None
+        if isinstance(raw, str) and raw and normalize_url(kinds[0], raw) in urls:
+            return True
+    return False
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(warehouses, max_size=6), st.lists(st.sampled_from(REPOS), min_size=1,
                                                   max_size=2),
@@ -206,6 +221,12 @@ def test_route_never_raises_and_every_match_is_justified(
     urls = event_urls([normalize_image(r) for r in repos], repos[0])
     matches = route(index, urls, tags, project)
     assert len({(m.namespace, m.name) for m in matches}) == len(matches)
+    if not any(tags):  # no tags: exactly the image/chart subscribers in scope
+        expected = {key for key, obj in latest.items()
+                    if (project is None or key[0] == project) and oracle_subscribed(obj, urls)}
+        assert {(m.namespace, m.name) for m in matches} == expected
+        assert all(m.tags == () for m in matches)
+        return
     for match in matches:
         assert project is None or match.namespace == project
         assert match.tags and set(match.tags) <= set(tags)

@@ -15,10 +15,12 @@ import pytest
 from aiohttp import ClientSession, web
 
 from ingress.app import DELIVERY_HEADER, WebhookHandler, build_app
+from ingress.openapi import openapi_route
 from ingress.service import LINGERING_TIME
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent
 from pushrelay.core.receivers import Owner, Receiver, receiver_path
+from pushrelay.infra.runtime import HealthServer
 from pushrelay.infra.settings import IngressSettings
 
 SECRET = "s3cr3t-value"
@@ -138,15 +140,26 @@ async def test_not_found_is_the_same_for_every_unknown_path(harness: Harness) ->
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
-async def test_method_not_allowed_on_any_receiver_shaped_path(harness: Harness,
-                                                              method: str) -> None:
-    for path in (PATH, "/quay/" + "0" * 64):
-        async with harness.session.request(method, harness.base + path) as resp:
-            assert resp.status == 405
-            assert resp.headers["Allow"] == "POST"
-            assert await resp.json() == {"error": "method not allowed"}
+async def test_method_not_allowed_only_on_a_served_receiver_path(harness: Harness,
+                                                                 method: str) -> None:
+    async with harness.session.request(method, harness.base + PATH) as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "POST"
+        assert await resp.json() == {"error": "method not allowed"}
     async with harness.session.head(harness.base + PATH) as resp:
         assert resp.status == 405
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_unknown_receiver_paths_are_404_whatever_the_method(harness: Harness,
+                                                                  method: str) -> None:
+    answers = set()
+    for path in ("/quay/" + "0" * 64, "/quay/" + HASH[:-1] + "0", "/quay/short",
+                 "/quay/" + HASH.upper(), "/quay/", "/elsewhere"):
+        async with harness.session.request(method, harness.base + path) as resp:
+            answers.add((resp.status, "Allow" in resp.headers, await resp.read()))
+    expected = b"" if method == "HEAD" else b'{"error": "not found"}'
+    assert answers == {(404, False, expected)}
 
 
 async def test_too_large_from_content_length(harness: Harness) -> None:
@@ -223,13 +236,38 @@ async def test_logs_carry_no_secret_or_full_hash(harness: Harness,
     assert HASH not in text and SECRET not in text and "a" * 64 not in text
 
 
-async def test_openapi_and_health_routes(harness: Harness) -> None:
-    async with harness.session.get(harness.base + "/openapi.json") as resp:
-        doc = await resp.json()
-    assert "/quay/{hash}" in doc["paths"]
-    for path in ("/healthz", "/readyz", "/metrics"):
-        async with harness.session.get(harness.base + path) as resp:
-            assert resp.status == 200
-    async with harness.session.get(harness.base + "/metrics") as resp:
-        text = await resp.text()
-    assert "pushrelay_ingress_received_total" in text and HASH not in text
+ADMIN_PATHS = ("/readyz", "/metrics", "/openapi.json")
+
+
+async def test_public_port_serves_receivers_and_healthz_only(harness: Harness) -> None:
+    async def answer(method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+        async with harness.session.request(method, harness.base + path) as resp:
+            headers = {k: v for k, v in resp.headers.items() if k != "Date"}
+            return resp.status, await resp.read(), headers
+
+    async with harness.session.get(harness.base + "/healthz") as resp:
+        assert resp.status == 200
+    for method in ("GET", "HEAD", "POST"):
+        unknown = await answer(method, "/no-such-path")
+        assert unknown[0] == 404
+        for path in ADMIN_PATHS:
+            assert await answer(method, path) == unknown, (method, path)
+
+
+async def test_health_server_serves_readiness_metrics_and_openapi(harness: Harness) -> None:
+    server = HealthServer([], "127.0.0.1", 0, [openapi_route(IngressSettings())])
+    await server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        async with harness.session.get(base + "/openapi.json") as resp:
+            doc = await resp.json()
+        assert "/quay/{hash}" in doc["paths"]
+        for path in ("/healthz", "/readyz", "/metrics"):
+            async with harness.session.get(base + path) as resp:
+                assert resp.status == 200, path
+        await harness.post(PATH)
+        async with harness.session.get(base + "/metrics") as resp:
+            text = await resp.text()
+        assert "pushrelay_ingress_received_total" in text and HASH not in text
+    finally:
+        await server.stop()

@@ -75,6 +75,43 @@ def test_normalize_chart(raw: str, expected: str) -> None:
     assert normalize_chart(raw) == expected
 
 
+#: Every case of Kargo's TestNormalizeChart (pkg/urls/helm_test.go), verbatim.
+KARGO_CHART_CASES = [
+    ("", ""),
+    ("repo", "repo"),
+    ("  repo  ", "repo"),
+    ("REpo", "repo"),
+    ("oci://repo", "repo"),
+    ("  oci://repo  ", "repo"),
+    ("OCI://Repo", "repo"),
+    ("oci://docker.io/example/repo", "example/repo"),
+    ("docker.io/example/repo", "example/repo"),
+    ("oci://index.docker.io/example/repo", "example/repo"),
+    ("index.docker.io/example/repo", "example/repo"),
+    ("oci://registry-1.docker.io/example/repo", "example/repo"),
+    ("registry-1.docker.io/example/repo", "example/repo"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), KARGO_CHART_CASES)
+def test_kargo_chart_normalization_cases(raw: str, expected: str) -> None:
+    assert normalize_chart(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [c for c in KARGO_CHART_CASES if c[0]])
+def test_a_chart_subscription_matches_with_or_without_oci(raw: str, expected: str) -> None:
+    """The subscription is found and its constraint applied, however it is spelled."""
+    from pushrelay.core.matching import WarehouseIndex, route
+
+    index = WarehouseIndex()
+    index.upsert({"metadata": {"namespace": "a", "name": "w", "generation": 1},
+                  "spec": {"subscriptions": [
+                      {"chart": {"repoURL": raw, "semverConstraint": "^1"}}]}})
+    pushed = repo_urls(f"docker.io/{expected}" if "/" in expected else expected)
+    assert [m.name for m in route(index, pushed, ["1.2.0"], None)] == ["w"]
+    assert route(index, pushed, ["2.0.0"], None) == []
+
+
 def test_repo_urls_deduplicates_image_and_chart_forms() -> None:
     assert repo_urls("quay.io/mynamespace/repository") == ["quay.io/mynamespace/repository"]
 

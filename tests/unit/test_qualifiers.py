@@ -292,7 +292,6 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     ("strictSemvers not a bool", image(strictSemvers="false"), "image", "strictSemvers"),
     ("constraint not a string", image(constraint=2), "image", "constraint must be a string"),
     ("missing repoURL", {"image": {}}, "image", "repoURL is required"),
-    ("chart URL without scheme", {"chart": {"repoURL": QUAY}}, "chart", "is invalid"),
     ("image body not an object", {"image": "quay.io/x"}, "image", "not an object"),
     ("two types", {"image": {"repoURL": QUAY}, "chart": {"repoURL": QUAY}}, "invalid", "has 2"),
     ("no type", {"name": "x"}, "invalid", "has 0"),

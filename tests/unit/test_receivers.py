@@ -153,7 +153,7 @@ def test_receivers_for_project_and_cluster() -> None:
 
     obj = project_config("proj", [quay("r1", "s1"), quay("r2", "missing"), quay("r3", "nokey")])
     got = receivers_for(obj, base_url="https://hooks.example.com/kargo",
-                        cluster_secrets_namespace="cluster-secrets", lookup=lookup)
+                        system_resources_namespace="cluster-secrets", lookup=lookup)
     assert [r.name for r in got.served] == ["r1"]
     r1 = got.served[0]
     assert r1.path == "/kargo/quay/" + sha("projr1one")
@@ -169,7 +169,7 @@ def test_receivers_for_project_and_cluster() -> None:
     cluster = {"kind": "ClusterConfig", "metadata": {"name": "cluster"},
                "spec": {"webhookReceivers": [quay("cr", "cs")]}}
     got = receivers_for(cluster, base_url="http://localhost:8080",
-                        cluster_secrets_namespace="cluster-secrets", lookup=lookup)
+                        system_resources_namespace="cluster-secrets", lookup=lookup)
     assert [r.path for r in got.served] == ["/quay/" + sha("crtwo")]
     assert got.served[0].project is None
     assert got.served[0].secret_namespace == "cluster-secrets"
@@ -177,7 +177,7 @@ def test_receivers_for_project_and_cluster() -> None:
 
 def test_project_config_name_must_equal_namespace() -> None:
     obj = project_config("proj", [quay("r1", "s1")], name="other")
-    got = receivers_for(obj, base_url="http://h", cluster_secrets_namespace="c",
+    got = receivers_for(obj, base_url="http://h", system_resources_namespace="c",
                         lookup=lambda ns, n: secret(ns, n, {"secret": b64("x")}))
     assert not got.served and "must equal its namespace" in got.unserved[0].reason
 
@@ -188,7 +188,7 @@ def test_index_leaves_out_colliding_paths() -> None:
 
     def build(ns: str, name: str) -> Any:
         return receivers_for(project_config(ns, [quay(name, "x")]), base_url="http://h",
-                             cluster_secrets_namespace="c", lookup=lookup)
+                             system_resources_namespace="c", lookup=lookup)
 
     # "ab" + "c" and "a" + "bc" hash the same input.
     table, unserved = index_receivers([build("ab", "c"), build("a", "bc"), build("z", "y")])

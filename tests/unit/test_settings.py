@@ -19,13 +19,59 @@ def test_defaults_match_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.ingress_host, s.ingress_port) == ("0.0.0.0", 8080)
     assert s.base_url == "http://localhost:8080"
     assert s.write_status is False
-    assert s.cluster_secrets_namespace == "kargo-cluster-secrets"
+    assert s.system_resources_namespace == "kargo-system-resources"
+    assert s.deprecations() == []
     assert s.refresh_min_interval == 2
     assert (s.refresh_qps, s.refresh_burst) == (20, 50)
     assert s.log_level == "INFO"
     assert s.push_topic == "pushrelay.push-events"
     assert s.refresh_topic == "pushrelay.refresh-requests"
     assert s.dead_letter_topic == "pushrelay.dead-letters"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(__import__("os").environ):
+        if name.startswith("PUSHRELAY_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_system_resources_namespace_is_read(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE", "kargo-sys")
+    s = Settings()
+    assert s.system_resources_namespace == "kargo-sys"
+    assert s.deprecations() == []
+
+
+def test_cluster_secrets_namespace_is_a_deprecated_alias(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("PUSHRELAY_CLUSTER_SECRETS_NAMESPACE", "kargo-cluster-secrets")
+    s = Settings()
+    assert s.system_resources_namespace == "kargo-cluster-secrets"
+    [line] = s.deprecations()
+    assert "PUSHRELAY_CLUSTER_SECRETS_NAMESPACE is deprecated" in line
+    assert "ignored" not in line
+
+
+def test_the_new_name_wins_over_the_alias(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("PUSHRELAY_CLUSTER_SECRETS_NAMESPACE", "kargo-cluster-secrets")
+    clean_env.setenv("PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE", "kargo-system-resources")
+    s = Settings()
+    assert s.system_resources_namespace == "kargo-system-resources"
+    [line] = s.deprecations()
+    assert "ignored" in line and "kargo-system-resources wins" in line
+
+
+def test_the_alias_warns_once_at_start(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pushrelay.infra.runtime import log_deprecations
+
+    clean_env.setenv("PUSHRELAY_CLUSTER_SECRETS_NAMESPACE", "old")
+    with caplog.at_level("WARNING", logger="pushrelay.infra.runtime"):
+        log_deprecations(Settings())
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "PUSHRELAY_SYSTEM_RESOURCES_NAMESPACE" in caplog.records[0].getMessage()
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,14 @@ from yarl import URL
 from pushrelay.infra.kube.errors import from_response, translated
 from pushrelay.infra.kube.resources import Resource
 
+JSON = "application/json"
+# Server-side conversion to PartialObjectMetadata (what client-go's metadata client
+# asks for), without a plain-JSON fallback: a server that cannot convert answers
+# 406 rather than sending whole objects.
+_AS_METADATA = "application/json;as={};g=meta.k8s.io;v=v1"
+METADATA_LIST = _AS_METADATA.format("PartialObjectMetadataList")
+METADATA_WATCH = _AS_METADATA.format("PartialObjectMetadata")
+
 
 async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
     """An API client from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account.
@@ -75,14 +83,15 @@ async def api_client(kubeconfig: str | None = None) -> AsyncIterator[ApiClient]:
 async def raw_request(
     api: ApiClient, method: str, path: str, *, body: Any = None,
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
-    request_timeout: float = 10.0,
+    request_timeout: float = 10.0, accept: str = JSON,
 ) -> tuple[int, bytes, Any]:
     """One REST call: (status, raw body, headers), whatever the status.
 
     Transport failures still raise; callers that want errors translated use
-    :func:`request_json`.
+    :func:`request_json`. ``accept`` is the media type asked for (e.g.
+    :data:`METADATA_LIST`: names and versions without the objects' data).
     """
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     payload: Any = None
     if body is not None:
         headers["Content-Type"] = content_type
@@ -102,7 +111,7 @@ async def raw_request(
 async def request_json(
     api: ApiClient, method: str, path: str, *, body: Any = None,
     content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
-    request_timeout: float = 10.0,
+    request_timeout: float = 10.0, accept: str = JSON,
 ) -> dict[str, Any]:
     """A raw REST call returning the decoded JSON body.
 
@@ -112,7 +121,7 @@ async def request_json(
     with translated():
         status, raw, headers = await raw_request(
             api, method, path, body=body, content_type=content_type, query=query,
-            request_timeout=request_timeout,
+            request_timeout=request_timeout, accept=accept,
         )
     if not 200 <= status <= 299:
         raise from_response(status, raw, headers)
@@ -121,10 +130,12 @@ async def request_json(
 
 
 async def list_objects(
-    api: ApiClient, resource: Resource, namespace: str | None = None, **query: Any
+    api: ApiClient, resource: Resource, namespace: str | None = None, *,
+    accept: str = JSON, **query: Any,
 ) -> dict[str, Any]:
     return await request_json(
-        api, "GET", resource.path(namespace), query=list(query.items()), request_timeout=60.0
+        api, "GET", resource.path(namespace), query=list(query.items()), request_timeout=60.0,
+        accept=accept,
     )
 
 
@@ -137,9 +148,11 @@ async def get_object(
 async def merge_patch(
     api: ApiClient, resource: Resource, name: str, patch: dict[str, Any],
     namespace: str | None = None, subresource: str | None = None, request_timeout: float = 10.0,
+    field_manager: str | None = None,
 ) -> dict[str, Any]:
     path = resource.path(namespace, name) + (f"/{subresource}" if subresource else "")
     return await request_json(
         api, "PATCH", path, body=patch, content_type="application/merge-patch+json",
         request_timeout=request_timeout,
+        query=[("fieldManager", field_manager)] if field_manager else None,
     )

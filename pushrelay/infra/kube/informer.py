@@ -6,6 +6,9 @@ watch ends, and lists again when the server answers 410 Gone. Every change is
 handed to ``on_change(kind, obj)`` with ``kind`` one of ``ADDED``, ``MODIFIED``,
 ``DELETED``; a re-list reports only the difference from what was known. No API
 call is made per lookup: callers keep their own index or read :attr:`store`.
+
+With ``metadata_only`` the server sends PartialObjectMetadata (``metadata`` and
+nothing else: no ``spec``, no Secret ``data``) for the list and the watch alike.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.kube.client import list_objects
+from pushrelay.infra.kube.client import JSON, METADATA_LIST, METADATA_WATCH, list_objects
 from pushrelay.infra.kube.errors import Action, KubeError, translated
+from pushrelay.infra.kube.fields import mapping, text
 from pushrelay.infra.kube.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,7 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def object_key(obj: dict[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
+    return (text(obj, "metadata", "namespace"), text(obj, "metadata", "name"))
 
 
 class Informer:
@@ -42,7 +45,7 @@ class Informer:
         self, api: ApiClient, resource: Resource, on_change: OnChange, *,
         namespace: str | None = None, watch_seconds: int = 240,
         max_backoff: float = 30.0, label_selector: str | None = None,
-        transform: Transform | None = None,
+        transform: Transform | None = None, metadata_only: bool = False,
     ) -> None:
         """``transform`` (like client-go's SetTransform) trims each object before it
         is stored and handed on, e.g. to keep only one key of a Secret's data."""
@@ -54,6 +57,8 @@ class Informer:
         self._backoff = Backoff(base=0.4, max_delay=max_backoff)
         self._label_selector = label_selector
         self._transform = transform
+        self._list_accept = METADATA_LIST if metadata_only else JSON
+        self._watch_accept = METADATA_WATCH if metadata_only else JSON
         self.store: dict[Key, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         self.last_error: str | None = None
@@ -107,14 +112,16 @@ class Informer:
             if token:
                 page_query["continue"] = token
             listing = await list_objects(self._api, self.resource, self._namespace,
-                                         **page_query)
+                                         accept=self._list_accept, **page_query)
             for item in listing.get("items") or []:
+                if not isinstance(item, dict):
+                    continue
                 item.setdefault("apiVersion", self.resource.api_version)
                 item.setdefault("kind", self.resource.kind)
                 if self._transform is not None:
                     item = self._transform(item)
                 fresh[object_key(item)] = item
-            token = (listing.get("metadata") or {}).get("continue")
+            token = text(listing, "metadata", "continue")
             if not token:
                 break
         for key in list(self.store):
@@ -129,7 +136,7 @@ class Informer:
                 self._emit("MODIFIED", obj)
         self.synced.set()
         self.last_error = None
-        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        return text(listing, "metadata", "resourceVersion")
 
     async def _watch(self, version: str) -> str:
         query: list[tuple[str, Any]] = [
@@ -143,7 +150,7 @@ class Informer:
         with translated():
             response = await self._api.call_api(
                 self.resource.path(self._namespace), "GET", query_params=query,
-                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                header_params={"Accept": self._watch_accept}, auth_settings=["BearerToken"],
                 _preload_content=False, _request_timeout=self._watch_seconds + 30,
             )
         try:
@@ -166,13 +173,16 @@ class Informer:
 
     def _apply(self, event: dict[str, Any], version: str) -> str:
         kind = event.get("type")
-        obj = event.get("object") or {}
+        obj = event.get("object")
         if kind == "ERROR":
-            code = obj.get("code")
+            code = mapping(obj).get("code")
             raise KubeError(
                 Action.RELIST if code == 410 else Action.RETRY,
-                f"watch error {code}: {obj.get('message', '')}", code,
+                f"watch error {code}: {text(obj, 'message')}",
+                code if isinstance(code, int) else None,
             )
+        if not isinstance(obj, dict):
+            return version
         new_version = _version(obj) or version
         if kind == "BOOKMARK":
             return new_version
@@ -203,4 +213,4 @@ def _event(line: bytes) -> dict[str, Any]:
 
 
 def _version(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return text(obj, "metadata", "resourceVersion")
