@@ -4,6 +4,11 @@ The stack lives in ``PUSHRELAY_NODE_DEVSTACK_DIR`` (default
 ``<cache>/devstack-node``), never the shared devstack: a node changes how the
 apiserver and Kafka listen. One node per machine (its bridge, iptables chains
 and cgroups are host-wide), so concurrent sessions share it under a lock file.
+
+Every module here uses the same session-scoped stack and imported image (one
+``up`` and one import per run). A test marked ``node_down`` takes the stack
+down to check what is left on the host, so it is moved after every other test
+of this directory.
 """
 
 from __future__ import annotations
@@ -57,6 +62,23 @@ def _build_product_image() -> None:
         return
     subprocess.run([*cli, "docker", "up"], check=False, timeout=900)
     subprocess.run([*cli, "images", "--only", "pushrelay"], check=False, timeout=1800)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "node_down: takes the session's node stack down (runs after the other "
+        "node tests)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move ``node_down`` tests behind the last other test of this directory."""
+    here = Path(__file__).parent
+    down = [item for item in items if item.get_closest_marker("node_down")]
+    if not down:
+        return
+    rest = [item for item in items if not item.get_closest_marker("node_down")]
+    after = max((i for i, item in enumerate(rest) if here in item.path.parents), default=-1) + 1
+    items[:] = [*rest[:after], *down, *rest[after:]]
 
 
 @pytest.fixture(scope="session")
