@@ -7,7 +7,8 @@ waits, the pod listings and the push check live here once:
 - ``wait_rolled_out``: what ``kubectl rollout status`` waits for, failing at once
   on a pod whose image can never be found (nothing is pulled on the node) and
   naming the waiting reasons of every container otherwise;
-- ``pods`` / ``ready``: pushrelay's pods of a namespace, one service's or all;
+- ``pods`` / ``ready`` / ``pod_log``: pushrelay's pods of a namespace, one
+  service's or all, and a pod's log (through the API server and the kubelet);
 - ``service_url``: a Service's ClusterIP address, reached from the host through
   kube-proxy;
 - ``push_refreshes``: a fresh project, one Quay push through the ingress Service
@@ -25,7 +26,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay.kube.client import request_json
+from pushrelay.kube.client import raw_request, request_json
+from pushrelay.kube.errors import KubeError
 from pushrelay.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 from tests.faults.harness import create_project, delete_namespace
 from tests.faults.loadgen import payload
@@ -70,6 +72,16 @@ def ready(pod: dict[str, Any]) -> bool:
             and any(c["type"] == "Ready" and c["status"] == "True" for c in conditions))
 
 
+async def pod_log(api: ApiClient, namespace: str, pod: str, tail: int | None = None) -> str:
+    """The pod's (only) container's log, its last ``tail`` lines when given."""
+    query = [("tailLines", tail)] if tail is not None else None
+    status, raw, _ = await raw_request(
+        api, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query=query,
+        request_timeout=30)
+    assert status == 200, (status, raw[:300])
+    return raw.decode(errors="replace")
+
+
 def waiting(pod: dict[str, Any]) -> list[tuple[str, str]]:
     """(reason, message) of each of the pod's containers that is not running yet."""
     found = []
@@ -110,8 +122,29 @@ async def wait_rolled_out(api: ApiClient, namespace: str, names: Sequence[str],
     try:
         await wait_for(done, within, f"rolled out: {list(names)}")
     except AssertionError as exc:
-        reasons = {p["metadata"]["name"]: waiting(p) for p in await pods(api, namespace)}
-        raise AssertionError(f"{exc}\ncontainers waiting: {reasons}") from None
+        raise AssertionError(f"{exc}\n{await not_ready_report(api, namespace)}") from None
+
+
+async def not_ready_report(api: ApiClient, namespace: str, tail: int = 20) -> str:
+    """Each pod that is not Ready: its containers' states and restarts, and the
+    last ``tail`` lines of its log (what explains a pod that runs but never
+    becomes Ready)."""
+    lines = []
+    for pod in await pods(api, namespace):
+        if ready(pod):
+            continue
+        name = pod["metadata"]["name"]
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        lines.append(f"{name}: " + "; ".join(
+            f"{sorted(s.get('state') or {})} restarts={s.get('restartCount', 0)}"
+            for s in statuses))
+        if statuses and "waiting" not in (statuses[0].get("state") or {}):
+            try:
+                lines += ["    " + line for line in
+                          (await pod_log(api, namespace, name, tail)).splitlines()]
+            except (AssertionError, KubeError) as exc:
+                lines.append(f"    (no log: {exc})")
+    return "\n".join(lines) or "(every pod is Ready)"
 
 
 async def service_url(api: ApiClient, namespace: str, name: str) -> str:

@@ -62,6 +62,7 @@ from tests.integration.test_deploy_rbac import (
     server_side_apply,
 )
 from tests.node.cluster import (
+    pod_log,
     pods,
     push_refreshes,
     ready,
@@ -130,13 +131,6 @@ def mounted_token(pid: int) -> str:
          "/var/run/secrets/kubernetes.io/serviceaccount/token"],
         capture_output=True, text=True, check=True, timeout=30)
     return out.stdout.strip()
-
-
-async def pod_log(api: ApiClient, pod: str) -> str:
-    status, raw, _ = await raw_request(api, "GET", f"/api/v1/namespaces/{NS}/pods/{pod}/log",
-                                       request_timeout=30)
-    assert status == 200, (status, raw[:300])
-    return raw.decode(errors="replace")
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -236,7 +230,7 @@ async def test_forbidden_call_refused_in_the_pods_own_log(node_kube: ApiClient,
                 statuses = (pod.get("status") or {}).get("containerStatuses") or []
                 if name == victim or not statuses or "running" not in statuses[0]["state"]:
                     continue
-                text = await pod_log(node_kube, name)
+                text = await pod_log(node_kube, NS, name)
                 for line in text.splitlines():
                     if "forbidden" in line and sa_user("router") in line:
                         return line
