@@ -6,7 +6,9 @@ apiserver and Kafka listen. One node per machine (its bridge, iptables chains
 and cgroups are host-wide), so concurrent sessions share it under a lock file.
 
 Every module here uses the same session-scoped stack and imported image (one
-``up`` and one import per run). A test marked ``node_down`` takes the stack
+``up`` and one import per run). The image must hold this checkout's code
+(``image_sources``): another checkout's build under the same tag is rebuilt
+first, never tested in its place. A test marked ``node_down`` takes the stack
 down to check what is left on the host, so it is moved after every other test
 of this directory.
 """
@@ -31,9 +33,11 @@ from pushrelay.devstack import containerd
 from pushrelay.devstack.paths import cache_dir
 from pushrelay.devstack.stack import Devstack
 from pushrelay.kube.client import new_api_client
+from tests.node.image_sources import recorded_hashes, stale_sources
 
 STATE = Path(os.environ.get("PUSHRELAY_NODE_DEVSTACK_DIR", cache_dir() / "devstack-node"))
 IMAGE = os.environ.get("PUSHRELAY_NODE_IMAGE", "pushrelay:latest")
+ROOT = Path(__file__).resolve().parents[2]
 MEASUREMENTS = STATE.parent / "node-measurements.json"
 
 
@@ -104,17 +108,32 @@ def node_stack(node_lock: None) -> Iterator[Devstack]:
         MEASUREMENTS.write_text(json.dumps(MEASURED, indent=2))
 
 
+def _image_id() -> str:
+    return _docker("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.decode().strip()
+
+
+def _stale() -> list[str]:
+    return stale_sources(recorded_hashes(IMAGE), ROOT)
+
+
 @pytest.fixture(scope="session")
 def product_image(node_stack: Devstack) -> str:
-    """``IMAGE`` from the local Docker engine, imported into the node's containerd."""
-    if not _product_image_present():
+    """``IMAGE`` from the local Docker engine, built from this checkout (rebuilt when
+    missing or when another checkout's build holds the tag), imported into the
+    node's containerd."""
+    if not _product_image_present() or _stale():
         _build_product_image()
     if not _product_image_present():
         pytest.skip(f"no {IMAGE} image in a local Docker engine (make image)")
+    built = _image_id()
+    stale = _stale()
+    assert not stale, (f"{IMAGE} is not built from this checkout ({len(stale)} files differ: "
+                       f"{stale[:5]}); `make image` builds it")
     archive = node_stack.paths.root / "node" / "image.tar"
     started = time.monotonic()
     out = _docker("save", "-o", str(archive), IMAGE)
     assert out.returncode == 0, out.stderr.decode()
+    assert _image_id() == built, f"{IMAGE} was re-tagged while it was saved: run again"
     node_stack.import_image(archive, containerd.image_ref(IMAGE))
     archive.unlink()
     record("image_import_s", round(time.monotonic() - started, 1))
