@@ -2,24 +2,30 @@
 
 helm runs with its cache, config and data directories in a temporary directory
 (nothing is read from or written to the user's ~/.config/helm), and with
-``KUBECONFIG=/dev/null`` unless a command is meant to reach a cluster.
+``KUBECONFIG=/dev/null`` unless a command is meant to reach a cluster
+(``Release``: one release on one cluster, the devstack's or its node's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.infra.kube.client import request_json
 from pushrelay_devstack.paths import KUBERNETES_VERSION
 from pushrelay_devstack.tools import ensure_helm
+from tests.integration.conftest import temporary_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "pushrelay"
@@ -90,3 +96,62 @@ def values_file(directory: Path, values: dict[str, Any]) -> Path:
     path = directory / f"values-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     path.write_text(text)
     return path
+
+
+@dataclass(frozen=True)
+class Release:
+    """Release ``name`` of the chart in ``namespace`` of the cluster ``kubeconfig``
+    names; each command runs helm in a thread, so the event loop keeps going."""
+
+    helm: Helm
+    name: str
+    namespace: str
+    kubeconfig: str
+
+    async def run(self, *args: str) -> str:
+        """``helm <args> --namespace <namespace>`` against the cluster; its stdout
+        (helm killed after 300 s)."""
+        proc = await asyncio.to_thread(self.helm.run, *args, "--namespace", self.namespace,
+                                       kubeconfig=self.kubeconfig, timeout=300)
+        return proc.stdout
+
+    async def install(self, values: Path) -> str:
+        return await self.run("install", self.name, str(CHART), "--values", str(values))
+
+    async def upgrade(self, values: Path) -> str:
+        return await self.run("upgrade", self.name, str(CHART), "--values", str(values))
+
+    async def uninstall(self) -> str:
+        """``helm uninstall --wait``: returns once every object is gone (pods included);
+        a release already uninstalled is not an error."""
+        return await self.run("uninstall", self.name, "--wait", "--timeout", "2m",
+                              "--ignore-not-found")
+
+
+CLUSTER_SCOPED = ("/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                  "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                  "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+                  "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")
+
+
+async def cluster_scoped_of(api: ApiClient, release: str) -> list[str]:
+    """Names of the cluster-scoped objects release ``release`` made that exist now."""
+    found = []
+    for path in CLUSTER_SCOPED:
+        items = (await request_json(api, "GET", path))["items"]
+        found += [o["metadata"]["name"] for o in items
+                  if o["metadata"]["name"].startswith(f"{release}-")]
+    return sorted(found)
+
+
+@asynccontextmanager
+async def restricted_namespace(api: ApiClient, prefix: str) -> AsyncIterator[str]:
+    """A fresh namespace enforcing the "restricted" Pod Security Standard (as
+    docs/deploy.md has the SRE label it; the chart does not create its namespace),
+    deleted afterwards."""
+    async with temporary_namespace(api, prefix) as name:
+        await request_json(api, "PATCH", f"/api/v1/namespaces/{name}", body={
+            "metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                                    "pod-security.kubernetes.io/enforce-version": "latest"}}},
+            content_type="application/merge-patch+json")
+        yield name

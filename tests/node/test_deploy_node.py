@@ -18,7 +18,9 @@ a topic prefix of this run. The tests run in file order and share the rollout:
 6. ``rollout restart`` of each Deployment, then pods deleted at random, under
    steady push load: every acknowledged push refreshes its Warehouses (counted
    as the fault suite counts);
-7. ``down`` leaves no process, link, mount, cgroup or iptables chain behind.
+7. ``down`` leaves no process, link, mount, cgroup or iptables chain behind
+   (marked ``node_down``: it runs after every other node test, whichever
+   module, since they all share the session's stack).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.infra.kube.client import raw_request, request_json
-from pushrelay.infra.kube.resources import REFRESH_ANNOTATION
 from pushrelay_devstack import containerd, hostnet, node
 from pushrelay_devstack.stack import Devstack
 from tests.faults.harness import (
@@ -52,7 +53,6 @@ from tests.faults.harness import (
     pairs_of,
     settle,
 )
-from tests.faults.loadgen import payload
 from tests.faults.plan import Plan
 from tests.integration.test_deploy_rbac import (
     NS,
@@ -61,13 +61,21 @@ from tests.integration.test_deploy_rbac import (
     sa_user,
     server_side_apply,
 )
+from tests.node.cluster import (
+    pod_log,
+    pods,
+    push_refreshes,
+    ready,
+    service_url,
+    wait_for,
+    wait_rolled_out,
+)
 from tests.node.conftest import record
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 
 DEPLOYMENTS = [f"pushrelay-{s}" for s in SERVICES]
 UID = 10001
-ROLLOUT_TIMEOUT = 300
 
 
 def overlay(objects: list[dict[str, Any]], bootstrap: str, prefix: str) -> list[dict[str, Any]]:
@@ -81,53 +89,6 @@ def overlay(objects: list[dict[str, Any]], bootstrap: str, prefix: str) -> list[
                 "PUSHRELAY_TOPIC_PREFIX": prefix,
             })
     return objects
-
-
-async def deployment(api: ApiClient, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = await request_json(
-        api, "GET", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
-    return obj
-
-
-def rolled_out(dep: dict[str, Any]) -> bool:
-    """What ``kubectl rollout status`` waits for."""
-    spec, status = dep["spec"], dep.get("status") or {}
-    want = spec.get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
-            and status.get("updatedReplicas", 0) == want
-            and status.get("replicas", 0) == want
-            and status.get("availableReplicas", 0) == want)
-
-
-async def wait_for(predicate: Any, within: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {within:.0f}s")
-        await asyncio.sleep(interval)
-
-
-async def wait_rolled_out(api: ApiClient, names: list[str] = DEPLOYMENTS) -> None:
-    async def done() -> bool:
-        return all([rolled_out(await deployment(api, n)) for n in names])
-    await wait_for(done, ROLLOUT_TIMEOUT, f"rolled out: {names}")
-
-
-async def pods(api: ApiClient, service: str | None = None) -> list[dict[str, Any]]:
-    selector = (f"app.kubernetes.io/name=pushrelay-{service}" if service
-                else "app.kubernetes.io/part-of=pushrelay")
-    listing = await request_json(api, "GET", f"/api/v1/namespaces/{NS}/pods",
-                                 query=[("labelSelector", selector)])
-    return list(listing.get("items") or [])
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return (pod["metadata"].get("deletionTimestamp") is None
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in conditions))
 
 
 def container_pid(stack: Devstack, pod: dict[str, Any]) -> int:
@@ -172,13 +133,6 @@ def mounted_token(pid: int) -> str:
     return out.stdout.strip()
 
 
-async def pod_log(api: ApiClient, pod: str) -> str:
-    status, raw, _ = await raw_request(api, "GET", f"/api/v1/namespaces/{NS}/pods/{pod}/log",
-                                       request_timeout=30)
-    assert status == 200, (status, raw[:300])
-    return raw.decode(errors="replace")
-
-
 # --- fixtures ---------------------------------------------------------------------------
 
 
@@ -190,16 +144,14 @@ async def deployed(node_stack: Devstack, node_kube: ApiClient, product_image: st
     started = time.monotonic()
     for obj in overlay(load_manifests(), bootstrap, prefix):
         await server_side_apply(node_kube, obj)
-    await wait_rolled_out(node_kube)
+    await wait_rolled_out(node_kube, NS, DEPLOYMENTS)
     record("deploy_to_all_pods_ready_s", round(time.monotonic() - started, 1))
     return prefix
 
 
 @pytest.fixture(scope="module")
 async def ingress_url(node_kube: ApiClient, deployed: str) -> str:
-    svc = await request_json(node_kube, "GET",
-                             f"/api/v1/namespaces/{NS}/services/pushrelay-ingress")
-    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+    return await service_url(node_kube, NS, "pushrelay-ingress")
 
 
 # --- tests ------------------------------------------------------------------------------
@@ -221,7 +173,7 @@ async def test_node_ready_on_the_bridge(node_stack: Devstack, node_kube: ApiClie
 
 async def test_every_pod_ready(node_kube: ApiClient, deployed: str) -> None:
     for service in SERVICES:
-        found = await pods(node_kube, service)
+        found = await pods(node_kube, NS, service)
         assert len(found) == 2 and all(ready(p) for p in found), service
         assert all(p["spec"]["nodeName"] == node.NODE_NAME for p in found)
 
@@ -229,7 +181,7 @@ async def test_every_pod_ready(node_kube: ApiClient, deployed: str) -> None:
 async def test_hardening_enforced_at_the_runtime(node_stack: Devstack, node_kube: ApiClient,
                                                  deployed: str) -> None:
     for service in SERVICES:
-        pod = (await pods(node_kube, service))[0]
+        pod = (await pods(node_kube, NS, service))[0]
         pid = container_pid(node_stack, pod)
         status = proc_status(pid)
         assert status["Uid"].split() == [str(UID)] * 4, status["Uid"]  # runAsNonRoot/runAsUser
@@ -248,7 +200,7 @@ async def test_hardening_enforced_at_the_runtime(node_stack: Devstack, node_kube
 async def test_pods_use_their_own_service_account(node_stack: Devstack, node_kube: ApiClient,
                                                   deployed: str) -> None:
     for service in SERVICES:
-        pod = (await pods(node_kube, service))[0]
+        pod = (await pods(node_kube, NS, service))[0]
         pid = container_pid(node_stack, pod)
         token = mounted_token(pid)
         review = await request_json(
@@ -269,16 +221,16 @@ async def test_forbidden_call_refused_in_the_pods_own_log(node_kube: ApiClient,
     path = f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding['metadata']['name']}"
     await request_json(node_kube, "DELETE", path)
     try:
-        victim = (await pods(node_kube, "router"))[0]["metadata"]["name"]
+        victim = (await pods(node_kube, NS, "router"))[0]["metadata"]["name"]
         await request_json(node_kube, "DELETE", f"/api/v1/namespaces/{NS}/pods/{victim}")
 
         async def refused_in_log() -> str | None:
-            for pod in await pods(node_kube, "router"):
+            for pod in await pods(node_kube, NS, "router"):
                 name = pod["metadata"]["name"]
                 statuses = (pod.get("status") or {}).get("containerStatuses") or []
                 if name == victim or not statuses or "running" not in statuses[0]["state"]:
                     continue
-                text = await pod_log(node_kube, name)
+                text = await pod_log(node_kube, NS, name)
                 for line in text.splitlines():
                     if "forbidden" in line and sa_user("router") in line:
                         return line
@@ -288,28 +240,13 @@ async def test_forbidden_call_refused_in_the_pods_own_log(node_kube: ApiClient,
         assert "warehouses" in line, line
     finally:
         await server_side_apply(node_kube, binding)
-    await wait_rolled_out(node_kube, ["pushrelay-router"])
+    await wait_rolled_out(node_kube, NS, ["pushrelay-router"])
 
 
 async def test_push_through_the_service_refreshes(node_kube: ApiClient, ingress_url: str) -> None:
-    project = await create_project(node_kube, Plan(repos=1, unique=1), prefix="node")
-    repository, tag = project.plan.push(0)
-    async with aiohttp.ClientSession() as http:
-        async def accepted() -> bool:
-            async with http.post(ingress_url + project.expected_path,
-                                 data=payload(repository, tag)) as resp:
-                return resp.status == 202  # 404 until the ingress has seen the receiver
-
-        await wait_for(accepted, 60, "accepted by the ingress Service")
-
-    async def refreshed() -> str | None:
-        obj = await request_json(node_kube, "GET", f"/apis/kargo.akuity.io/v1alpha1/namespaces/"
-                                 f"{project.namespace}/warehouses/u-0000")
-        value: str | None = (obj["metadata"].get("annotations") or {}).get(REFRESH_ANNOTATION)
-        return value
-
-    await wait_for(refreshed, 60, "refreshed")
-    await request_json(node_kube, "DELETE", f"/api/v1/namespaces/{project.namespace}")
+    timing = await push_refreshes(node_kube, ingress_url, prefix="node")
+    record("deploy_push_accepted_s", timing.accepted_s)
+    record("deploy_push_to_refresh_s", timing.refreshed_s)
 
 
 async def restart(api: ApiClient, name: str) -> None:
@@ -345,17 +282,17 @@ async def test_rollouts_and_pod_deletions_under_load_lose_nothing(
             t0 = time.monotonic()
             await restart(node_kube, name)
             await asyncio.sleep(1)  # let the controller observe the new generation
-            await wait_rolled_out(node_kube, [name])
+            await wait_rolled_out(node_kube, NS, [name])
             record(f"rollout_restart_{name}_s", round(time.monotonic() - t0, 1))
         rng = random.Random(os.environ.get("PUSHRELAY_NODE_SEED", "14"))
         deleted = []
         for _ in range(4):
-            victim = rng.choice([p for p in await pods(node_kube) if ready(p)])
+            victim = rng.choice([p for p in await pods(node_kube, NS) if ready(p)])
             name = victim["metadata"]["name"]
             deleted.append(name)
             await request_json(node_kube, "DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
             await asyncio.sleep(1)
-            await wait_rolled_out(node_kube)
+            await wait_rolled_out(node_kube, NS, DEPLOYMENTS)
         record("pods_deleted_at_random", deleted)
         pushes = await load.finish()
     finally:
@@ -389,6 +326,7 @@ def _leftovers(state: Path) -> dict[str, Any]:
             "chains": chains, "cgroups": cgroups}
 
 
+@pytest.mark.node_down
 def test_down_leaves_nothing_behind(node_stack: Devstack) -> None:
     forward_before = Path(node_stack.paths.root / "node" / "ip_forward.saved").read_text()
     started = time.monotonic()
