@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushrelay.infra import logs
-from pushrelay.infra.kube.errors import KubeError
+from pushrelay.infra.kube.errors import KubeConfigError, KubeError
 from pushrelay.infra.lifecycle import Deadline
 from pushrelay.infra.metrics import REGISTRY
 from pushrelay.infra.settings import CommonSettings
@@ -167,8 +167,9 @@ async def serve(
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """A dependency could not be reached (or refused us): not a bug of ours."""
-    return isinstance(exc, KafkaError | KubeError | OSError | TimeoutError)
+    """A dependency could not be reached (or refused us), or the kubeconfig is
+    unusable: not a bug of ours, so one log line without a traceback."""
+    return isinstance(exc, KafkaError | KubeError | KubeConfigError | OSError | TimeoutError)
 
 
 async def _start(service: Service, stop: asyncio.Event) -> bool:

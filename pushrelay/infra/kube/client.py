@@ -14,7 +14,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 from yarl import URL
 
-from pushrelay.infra.kube.errors import from_response, translated
+from pushrelay.infra.kube.errors import KubeConfigError, from_response, translated
 from pushrelay.infra.kube.resources import Resource
 
 JSON = "application/json"
@@ -40,15 +40,33 @@ async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
     """
     path = kubeconfig or os.environ.get("KUBECONFIG")
     cfg = client.Configuration()
-    if path:
-        await config.load_kube_config(config_file=path, client_configuration=cfg)
-    else:
-        config.load_incluster_config(client_configuration=cfg)
+    await _load_config(path, cfg)
     if not cfg.proxy:
         cfg.proxy = env_proxy_for(cfg.host) if cfg.host else None
     api = ApiClient(configuration=cfg)
     _without_trust_env(api)
     return api
+
+
+async def _load_config(path: str | None, cfg: client.Configuration) -> None:
+    """Fill ``cfg`` from the kubeconfig at ``path`` (or the in-cluster service
+    account); a missing, empty or malformed source is a :class:`KubeConfigError`."""
+    source = f"kubeconfig {path}" if path else "in-cluster config (KUBECONFIG is not set)"
+    if path and _missing(path):
+        raise KubeConfigError(f"{source}: no such file")
+    try:
+        if path:
+            await config.load_kube_config(config_file=path, client_configuration=cfg)
+        else:
+            config.load_incluster_config(client_configuration=cfg)
+    except Exception as exc:  # noqa: BLE001 - parsing user input: YAML, type and config errors
+        raise KubeConfigError(f"{source}: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
+def _missing(path: str) -> bool:
+    """One kubeconfig file (not a ``:``-separated list) that does not exist. A stat,
+    once at start-up, before the library reads the file just as synchronously."""
+    return os.pathsep not in path and not os.path.isfile(path)
 
 
 def env_proxy_for(url: str) -> str | None:

@@ -56,6 +56,11 @@ class KubeError(Exception):
         return self.status == 404 and self.api_reason == "NotFound" and self.name == name
 
 
+class KubeConfigError(Exception):
+    """The kubeconfig (or the pod's service account) cannot be used: a settings
+    error, reported in one line naming the source, never a traceback."""
+
+
 #: Exceptions of the transport (connection refused/reset, TLS, timeouts): retried.
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 #: Everything :func:`translate` understands.
