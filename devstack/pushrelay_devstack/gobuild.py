@@ -20,19 +20,18 @@ The result lands in ``<cache>/bin/<name>-<ver>``; later runs only stat it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pushrelay_devstack.errors import DevstackError
 from pushrelay_devstack.paths import COMPOSE_VERSION, ETCD_VERSION, KUBERNETES_VERSION, cache_dir
+from pushrelay_devstack.procs import file_lock
 
 Progress = Callable[[str], None]
 
@@ -54,18 +53,6 @@ def _go(component: str) -> str:
             component, "the Go toolchain (`go`, >= 1.25) is not on PATH; install Go to build it"
         )
     return go
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialize builds of one binary across processes (two test sessions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run(component: str, argv: list[str], cwd: Path, log: Path, env: dict[str, str]) -> str:
@@ -138,7 +125,7 @@ def _build(
     if out.is_file() and os.access(out, os.X_OK):
         return out
     work = cache_dir() / "build" / f"{name}-{version}"
-    with _locked(cache_dir() / "build" / f"{name}-{version}.lock"):
+    with file_lock(cache_dir() / "build" / f"{name}-{version}.lock"):
         if out.is_file():
             return out
         go = _go(component)
@@ -239,7 +226,7 @@ def ensure_local_main(name: str, version: str, source: str, progress: Progress) 
     if out.is_file() and os.access(out, os.X_OK):
         return out
     work = cache_dir() / "build" / f"{name}-{version}"
-    with _locked(cache_dir() / "build" / f"{name}-{version}.lock"):
+    with file_lock(cache_dir() / "build" / f"{name}-{version}.lock"):
         if out.is_file():
             return out
         go = _go(name)

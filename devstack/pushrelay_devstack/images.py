@@ -19,15 +19,14 @@ steps reach only the package registries.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,6 +36,7 @@ from pushrelay_devstack import apt, kafka
 from pushrelay_devstack.docker import Engine
 from pushrelay_devstack.errors import DevstackError
 from pushrelay_devstack.paths import KAFKA_VERSION, cache_dir
+from pushrelay_devstack.procs import file_lock
 
 COMPONENT = "images"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -84,17 +84,9 @@ def _log() -> Path:
     return path
 
 
-@contextmanager
-def _locked(name: str) -> Iterator[None]:
+def _locked(name: str) -> AbstractContextManager[None]:
     """One build of ``name`` at a time across processes."""
-    path = cache_dir() / "images" / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(cache_dir() / "images" / f".{name}.lock")
 
 
 RECIPE_LABEL = "org.pushrelay.recipe"

@@ -12,13 +12,12 @@ recorded in ``<state>/run``. Components can be stopped and started one by one
 
 from __future__ import annotations
 
-import fcntl
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,14 +358,8 @@ class Devstack:
         lines = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
         self.paths.env_file.write_text("\n".join(lines) + "\n")
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with (self.paths.root / ".lock").open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _lock(self) -> AbstractContextManager[None]:
+        return procs.file_lock(self.paths.root / ".lock")
 
 
 def mint_user_kubeconfig(
