@@ -1,6 +1,6 @@
 """The settings tree: every knob is a ``PUSHRELAY_*`` environment variable.
 
-Shared sections (:class:`KafkaSettings`, :class:`KubernetesSettings`,
+Shared sections (:class:`BusSettings`, :class:`KafkaSettings`, :class:`KubernetesSettings`,
 :class:`ProcessSettings`, joined in :class:`CommonSettings`) plus one section
 per service (:class:`IngressSettings`, :class:`RouterSettings`,
 :class:`RefresherSettings`). A process builds and validates only what it runs:
@@ -93,6 +93,32 @@ class KafkaSettings(_Section):
         return f"{self.topic_prefix}deliveries"
 
 
+class BusSettings(_Section):
+    """Which durable log carries the events (docs/bus.md)."""
+
+    bus: Literal["kafka", "embedded"] = Field(
+        "kafka", description="kafka, or embedded (all-in-one on a local durable log, no Kafka)")
+    data_dir: str | None = Field(
+        None, description="directory of the embedded bus's log (PUSHRELAY_BUS=embedded; "
+                          "a persistent volume, one process at a time)")
+    data_max_bytes: int = Field(
+        1024 ** 3, ge=1024 * 1024,
+        description="the embedded log's size bound; beyond it pushes get 503 until the "
+                    "consumers catch up")
+
+    @field_validator("bus", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _embedded_needs_a_directory(self) -> Self:
+        if self.bus == "embedded" and not self.data_dir:
+            raise ValueError("PUSHRELAY_BUS=embedded needs PUSHRELAY_DATA_DIR (a directory "
+                             "on a persistent volume)")
+        return self
+
+
 class KubernetesSettings(_Section):
     """The API server, and how much of it Events may use."""
 
@@ -126,7 +152,7 @@ class ProcessSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
-class CommonSettings(KafkaSettings, KubernetesSettings, ProcessSettings):
+class CommonSettings(BusSettings, KafkaSettings, KubernetesSettings, ProcessSettings):
     """The shared sections: what every service (and the CLI) needs."""
 
     def deprecations(self) -> list[str]:
@@ -155,6 +181,16 @@ class IngressSettings(CommonSettings):
         5.0, gt=0, description="longest wait for a Kafka ack before answering 503, s"
     )
     retry_after: int = Field(30, ge=1, description="Retry-After seconds sent with a 503")
+    spool_dir: str | None = Field(
+        None, description="directory of the ingress's local spool: events Kafka cannot take "
+                          "in time are fsync'd here, answered 202 and forwarded later (unset: "
+                          "no spool, 503 instead; one ingress per directory)")
+    spool_max_bytes: int = Field(
+        256 * 1024 ** 2, ge=1024 * 1024,
+        description="the spool's size bound; beyond it Kafka-less pushes get 503")
+    spool_max_age: float = Field(
+        24 * 3600.0, gt=0,
+        description="the oldest spooled event's age bound, s; beyond it new pushes get 503")
     read_timeout: float = Field(10.0, gt=0, description="longest time to read a request, s")
     tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS when set")
     tls_key: str | None = Field(None, description="PEM private key for tls_cert")
@@ -218,6 +254,6 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        lines = [f"  PUSHRELAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                 for e in exc.errors()]
+        lines = [f"  PUSHRELAY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"]
+                 else f"  {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
