@@ -1,4 +1,4 @@
-"""The ingress on the real devstack: Kafka, kube-apiserver, an in-process service.
+"""The ingress on the real devstack: the bus, kube-apiserver, an in-process service.
 
 Helpers here are imported by ``test_ingress_outage``. Every test has its own
 namespace and topics; the ClusterConfig ``cluster`` is shared, so the one test
@@ -23,7 +23,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import ClientSession
-from aiokafka import AIOKafkaConsumer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,10 +31,12 @@ from kubernetes_asyncio.client import ApiClient
 
 from ingress.service import IngressService, create
 from pushrelay.core.events import PushEvent, decode_push
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.errors import KubeError
 from pushrelay.infra.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
 from pushrelay.infra.settings import Settings
+from tests.integration.bus_support import bus_for
 from tests.integration.conftest import eventually, make_settings
 
 PAYLOAD = {
@@ -79,8 +80,10 @@ async def get_project_config(kube: ApiClient, namespace: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def running_ingress(settings: Settings) -> AsyncIterator[IngressService]:
-    service = create(settings)
+async def running_ingress(settings: Settings, *, bus: Bus | None = None,
+                          ) -> AsyncIterator[IngressService]:
+    """An ingress on ``bus`` (None: a Kafka bus of its own), ready."""
+    service = create(settings, bus=bus)
     await service.start()
     try:
         await eventually(lambda: service.readiness() is None, within=60)
@@ -89,26 +92,20 @@ async def running_ingress(settings: Settings) -> AsyncIterator[IngressService]:
         await service.stop()
 
 
-async def read_events(settings: Settings, deliveries: set[str],
-                      within: float = 30.0) -> dict[str, tuple[bytes, PushEvent]]:
-    """Consume the push topic from the start until every delivery id is found."""
-    consumer = AIOKafkaConsumer(
-        settings.push_topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
+async def read_events(settings: Settings, deliveries: set[str], within: float = 30.0,
+                      *, bus: Bus | None = None) -> dict[str, tuple[bytes, PushEvent]]:
+    """Read the push topic (through ``bus``, default the settings' own) until every
+    delivery id is found."""
     found: dict[str, tuple[bytes, PushEvent]] = {}
-    try:
-        async with asyncio.timeout(within):
-            while not deliveries <= set(found):
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        event = decode_push(record.value)
-                        if event.delivery is not None:
-                            found[event.delivery] = (record.key or b"", event)
-    finally:
-        await consumer.stop()
-    return found
+    async with bus_for(settings, bus) as the_bus, asyncio.timeout(within):
+        while True:
+            for record in await the_bus.read_topic(settings.push_topic, max_wait=within):
+                event = decode_push(record.value)
+                if event.delivery is not None:
+                    found[event.delivery] = (record.key or b"", event)
+            if deliveries <= set(found):
+                return found
+            await asyncio.sleep(0.2)  # polling the topic's contents
 
 
 def dumps(data: Any) -> bytes:
