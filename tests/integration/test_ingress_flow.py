@@ -135,9 +135,9 @@ async def project_with_receiver(kube: ApiClient, namespace: str, name: str = "qu
 
 
 async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, namespace: str,
-                                       http: ClientSession) -> None:
+                                       http: ClientSession, bus: Bus) -> None:
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         status, body, headers = await post(http, service, path)
         assert status == 202, body
@@ -147,7 +147,7 @@ async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, name
         test_note = dict(PAYLOAD, updated_tags=["latest", "foo"], pruned_image_count=3)
         status, body2, _ = await post(http, service, path, dumps(test_note))
         assert status == 202
-    events = await read_events(settings, {delivery, body2["delivery"]})
+    events = await read_events(settings, {delivery, body2["delivery"]}, bus=bus)
     key, event = events[delivery]
     assert key == b"quay.io/mynamespace/repository"
     assert event.scope.project == namespace and event.receiver == "quay-push"
@@ -157,10 +157,10 @@ async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, name
     assert events[body2["delivery"]][1].tags == ["latest", "foo"]
 
 
-async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: str,
+async def test_error_statuses(bus: Bus, settings: Settings, kube: ApiClient, namespace: str,
                               http: ClientSession) -> None:
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         base = f"http://127.0.0.1:{service.port}"
         for bad in (b"{not json", b"[]", dumps({"updated_tags": ["x"]}),
@@ -201,15 +201,15 @@ async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: st
         status, sentinel, _ = await post(http, service, path)
         assert status == 202
     # Nothing but the sentinel reached the topic.
-    events = await read_events(settings, {sentinel["delivery"]})
+    events = await read_events(settings, {sentinel["delivery"]}, bus=bus)
     assert set(events) == {sentinel["delivery"]}
 
 
 async def test_secret_rotation_is_live(settings: Settings, kube: ApiClient, namespace: str,
-                                       http: ClientSession) -> None:
+                                       http: ClientSession, bus: Bus) -> None:
     old = await project_with_receiver(kube, namespace, secret="before")
     new = expected_path(namespace, "quay-push", "after")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(old), within=20)
         assert (await post(http, service, old))[0] == 202
         await put_secret(kube, namespace, "quay-secret", {"secret": "after"})
@@ -223,7 +223,7 @@ async def test_secret_rotation_is_live(settings: Settings, kube: ApiClient, name
             receivers = (got.get("status") or {}).get("webhookReceivers") or []
             return receivers and receivers[0]["path"] == new
         await eventually(status_path, within=20)
-    await read_events(settings, {body["delivery"]})
+    await read_events(settings, {body["delivery"]}, bus=bus)
 
 
 async def events_for(kube: ApiClient, namespace: str) -> list[dict[str, Any]]:
@@ -234,7 +234,7 @@ async def events_for(kube: ApiClient, namespace: str) -> list[dict[str, Any]]:
 
 
 async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
-    settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
 ) -> None:
     await put_secret(kube, namespace, "good", {"secret": "g"})
     await put_secret(kube, namespace, "nokey", {"token": "t"})
@@ -243,7 +243,7 @@ async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
         quay_receiver("keyless", "nokey"),
     ])
     ok = expected_path(namespace, "ok", "g")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(ok), within=20)
         assert (await post(http, service, ok))[0] == 202
         unserved = {u.name: u.reason for u in service.registry.unserved
@@ -280,10 +280,10 @@ async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
 
 
 async def test_status_is_written_once_and_left_alone(
-    settings: Settings, kube: ApiClient, namespace: str,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str,
 ) -> None:
     path = await project_with_receiver(kube, namespace, name="r", secret="x")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         async def written() -> Any:
             got = await get_project_config(kube, namespace)
             return (got.get("status") or {}).get("webhookReceivers") and got
@@ -300,17 +300,17 @@ async def test_status_is_written_once_and_left_alone(
 
 
 async def test_status_not_written_when_disabled(
-    devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient, namespace: str,
+    bus: Bus, devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient, namespace: str,
 ) -> None:
     settings = make_settings(devstack_env, topic_prefix, write_status=False)
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         await asyncio.sleep(1)
     assert "status" not in await get_project_config(kube, namespace)
 
 
-async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
+async def test_cluster_config_receiver(bus: Bus, settings: Settings, kube: ApiClient,
                                        http: ClientSession) -> None:
     secret_ns = settings.system_resources_namespace
     try:  # a devstack started by an older pushrelay may not have it yet
@@ -325,7 +325,7 @@ async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
     created = await add_cluster_receiver(kube, quay_receiver(name, secret_name))
     path = expected_path("", name, secret)  # project "" for ClusterConfig receivers
     try:
-        async with running_ingress(settings) as service:
+        async with running_ingress(settings, bus=bus) as service:
             receiver = await eventually(lambda: service.registry.lookup(path), within=20)
             assert receiver.project is None and receiver.secret_namespace == secret_ns
             status, body, _ = await post(http, service, path)
@@ -333,7 +333,7 @@ async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
     finally:
         await remove_cluster_receiver(kube, name, delete_if_empty=created)
         await request_json(kube, "DELETE", SECRET.path(secret_ns, secret_name))
-    _, event = (await read_events(settings, {body["delivery"]}))[body["delivery"]]
+    _, event = (await read_events(settings, {body["delivery"]}, bus=bus))[body["delivery"]]
     assert event.scope.project is None and event.receiver == name
 
 
@@ -384,10 +384,10 @@ async def remove_cluster_receiver(kube: ApiClient, name: str, delete_if_empty: b
 
 
 async def test_graceful_stop_finishes_in_flight_requests(
-    settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
 ) -> None:
     path = await project_with_receiver(kube, namespace)
-    service = create(settings)
+    service = create(settings, bus=bus)
     await service.start()
     try:
         await eventually(lambda: service.readiness() is None, within=60)
@@ -418,7 +418,7 @@ async def test_graceful_stop_finishes_in_flight_requests(
         await service.stop()  # idempotent
     finally:
         await service.stop()
-    await read_events(settings, {body["delivery"]})
+    await read_events(settings, {body["delivery"]}, bus=bus)
 
 
 def self_signed(directory: Path) -> tuple[str, str]:
@@ -439,13 +439,13 @@ def self_signed(directory: Path) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-async def test_tls(devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,
+async def test_tls(bus: Bus, devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,
                    namespace: str, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     settings = make_settings(devstack_env, topic_prefix, tls_cert=cert, tls_key=key)
     path = await project_with_receiver(kube, namespace)
     context = ssl.create_default_context(cafile=cert)
-    async with ClientSession() as http, running_ingress(settings) as service:
+    async with ClientSession() as http, running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         url = f"https://127.0.0.1:{service.port}{path}"
         async with http.post(url, data=dumps(PAYLOAD), ssl=context) as resp:
