@@ -90,3 +90,42 @@ async def test_a_sends_future_raises_only_bus_errors() -> None:
     assert isinstance(results[1], RecordRejected)
     assert isinstance(results[2], BusTimeout) and results[2].retriable
     assert isinstance(results[3], BusUnavailable)
+
+
+def test_records_and_partitions_are_the_interfaces_own() -> None:
+    from aiokafka import ConsumerRecord
+    from aiokafka import TopicPartition as KafkaPartition
+
+    from pushrelay.infra.bus.api import Record, TopicPartition
+    from pushrelay.infra.bus.kafka import _ours, _record
+
+    raw = ConsumerRecord(topic="t", partition=2, offset=7, timestamp=1_700_000_000_123,
+                         timestamp_type=0, key=b"k", value=None, checksum=None,
+                         serialized_key_size=1, serialized_value_size=0, headers=())
+    assert _record(raw) == Record(topic="t", partition=2, offset=7, key=b"k", value=b"",
+                                  timestamp=1_700_000_000.123)  # seconds; a tombstone is b""
+    (ours,) = _ours({KafkaPartition("t", 2)})
+    assert type(ours) is TopicPartition and ours == KafkaPartition("t", 2)
+
+
+async def test_rebalance_callbacks_reach_the_listener_as_ours() -> None:
+    from aiokafka import TopicPartition as KafkaPartition
+
+    from pushrelay.infra.bus.api import TopicPartition
+    from pushrelay.infra.bus.kafka import _Listener
+
+    calls: list[tuple[str, set[TopicPartition]]] = []
+
+    class Listener:
+        async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+            calls.append(("revoked", partitions))
+
+        async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+            calls.append(("assigned", partitions))
+
+    adapter = _Listener(Listener())
+    await adapter.on_partitions_revoked({KafkaPartition("t", 0)})
+    await adapter.on_partitions_assigned({KafkaPartition("t", 1)})
+    assert calls == [("revoked", {TopicPartition("t", 0)}),
+                     ("assigned", {TopicPartition("t", 1)})]
+    assert all(type(tp) is TopicPartition for _, parts in calls for tp in parts)
