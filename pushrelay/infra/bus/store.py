@@ -156,17 +156,24 @@ class LogStore:
     async def append(self, records: Sequence[Entry]) -> list[int]:
         """Append ``(topic, partition, key, value)`` records; their offsets, once
         durable. All of them or none (see the class contract)."""
+        return await self.submit(records)
+
+    def submit(self, records: Sequence[Entry]) -> asyncio.Future[list[int]]:
+        """:meth:`append` without waiting: queue the records now (so the order of
+        calls is the order of offsets) and return the future of their offsets.
+        Raises at once what :meth:`append` raises before queuing."""
         if not self._open or self._closing:
             raise BusUnavailable(f"{self.path}: the log is closed")
         size = sum(record_size(key, value) for _, _, key, value in records)
         if size > self.max_bytes:
             raise RecordRejected(f"{size} bytes in one append, more than the log's bound "
                                  f"({self.max_bytes})")
-        if not records:
-            return []
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Append(records, size, done))
-        return await done
+        if not records:
+            done.set_result([])
+        else:
+            self._queue.put_nowait(_Append(records, size, done))
+        return done
 
     async def _write_loop(self) -> None:
         """The one writer: each turn commits every append waiting at that moment
@@ -303,6 +310,10 @@ class LogStore:
         await self._call(self._db.commit, group, offsets)
         for tp, offset in offsets.items():
             self._commits[(group, tp)] = offset
+
+    def groups(self, topic: str) -> set[str]:
+        """The groups that have committed on some partition of ``topic``."""
+        return {group for group, tp in self._commits if tp.topic == topic}
 
     def committed(self, group: str, tp: TopicPartition) -> int | None:
         """``group``'s last commit on ``tp``, None when it never committed there."""
