@@ -35,7 +35,7 @@ from pushrelay.infra.bus.api import (
     TopicPartition,
 )
 from pushrelay.infra.bus.kafka import topic_configs
-from pushrelay.infra.bus.store import LogStore
+from pushrelay.infra.bus.store import DiskFull, LogStore
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ PARTITION = 0
 MAX_RECORD_BYTES = 2 * 1024 * 1024
 #: How often retention runs, s.
 RETENTION_INTERVAL = 30.0
+#: Free bytes on the data directory's file system that make a probe after a
+#: full disk pass again (the next append then proves it).
+PROBE_MIN_FREE = 8 * 1024 * 1024
 #: Records per store read in :meth:`EmbeddedBus.read_topic`.
 READ_CHUNK = 1000
 
@@ -106,8 +109,13 @@ class EmbeddedProducer:
             raise RecordRejected(f"record of {size} bytes, more than {MAX_RECORD_BYTES}")
         offsets = self._bus.store.submit([(topic, PARTITION, key, value)])
         self._pending.add(offsets)
-        offsets.add_done_callback(self._pending.discard)
+        offsets.add_done_callback(self._settled)
         return _resolved(offsets)
+
+    def _settled(self, offsets: asyncio.Future[list[int]]) -> None:
+        self._pending.discard(offsets)
+        if not offsets.cancelled() and isinstance(offsets.exception(), BusUnavailable):
+            self._bus.retain_soon()  # the log may be full of records consumed meanwhile
 
     async def partitions(self, topic: str) -> Sequence[int]:
         self._bus.check_topic(topic)
@@ -226,7 +234,9 @@ class EmbeddedBus:
         self._consumed = {settings.push_topic, settings.refresh_topic}
         self._members: dict[tuple[str, str], EmbeddedConsumer] = {}
         self._retention: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        #: Set to run a retention pass now (stop() sets it too).
+        self._wake = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -236,14 +246,15 @@ class EmbeddedBus:
         if self._retention is not None:
             return
         await self.store.open()
-        self._stopping.clear()
+        self._stopping = False
         self._retention = asyncio.create_task(self._retain(), name="embedded-bus-retention")
 
     async def stop(self) -> None:
         """Stop retention, then close the store (after the appends queued)."""
         if self._retention is None:
             return
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
         task, self._retention = self._retention, None
         await task
         await self.store.close()
@@ -252,11 +263,18 @@ class EmbeddedBus:
         """Nothing to create: a topic exists from its first record."""
 
     async def probe(self) -> None:
-        """:class:`BusUnavailable` when the store is closed or its last write failed."""
-        if not self.store.is_open:
-            raise BusUnavailable(f"{self.store.path}: the embedded log is not open")
-        if self.store.last_write_error is not None:
-            raise self.store.last_write_error
+        """:class:`BusUnavailable` when the store is closed or its last write
+        failed; after a full disk, until :data:`PROBE_MIN_FREE` bytes are free
+        again (so readiness can come back before the next write)."""
+        store = self.store
+        if not store.is_open:
+            raise BusUnavailable(f"{store.path}: the embedded log is not open")
+        error = store.last_write_error
+        if error is None:
+            return
+        if isinstance(error, DiskFull) and await store.free_bytes() >= PROBE_MIN_FREE:
+            return
+        raise error
 
     # ---- clients -------------------------------------------------------------
 
@@ -298,6 +316,10 @@ class EmbeddedBus:
 
     # ---- retention -----------------------------------------------------------
 
+    @property
+    def retention_running(self) -> bool:
+        return self._retention is not None and not self._retention.done()
+
     def consumers_of(self, topic: str) -> list[str]:
         """The groups whose commits hold ``topic``'s records: every group that
         ever committed on it, and every group with a member now."""
@@ -315,8 +337,14 @@ class EmbeddedBus:
                                                     consumed_by=groups)
         return deleted
 
+    def retain_soon(self) -> None:
+        """Run a retention pass now rather than at the next interval."""
+        self._wake.set()
+
     async def _retain(self) -> None:
-        while not self._stopping.is_set():
+        """Retention passes every interval (or when asked) until stop()."""
+        while not self._stopping:
+            self._wake.clear()
             try:
                 deleted = await self.prune()
             except BusError as err:  # a full disk, say: the next pass tries again
@@ -325,7 +353,7 @@ class EmbeddedBus:
                 if any(deleted.values()):
                     log.debug("embedded log retention", extra={"deleted": deleted})
             try:
-                await asyncio.wait_for(self._stopping.wait(), self._retention_interval)
+                await asyncio.wait_for(self._wake.wait(), self._retention_interval)
             except TimeoutError:
                 pass
 

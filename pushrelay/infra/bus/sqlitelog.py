@@ -75,6 +75,17 @@ class StoreLocked(BusUnavailable):
     """
 
 
+class DiskFull(BusUnavailable):
+    """The file system under the log has no room (``ENOSPC``, ``SQLITE_FULL``)."""
+
+
+class StoreUnusable(BusError):
+    """The data directory cannot be used as configured (not a directory, no
+    permission, read-only): retrying the same settings will not help."""
+
+    retriable = False
+
+
 @dataclass(slots=True)
 class PartitionState:
     """What the store keeps in memory about one partition (mirrors ``partitions``)."""
@@ -103,23 +114,37 @@ def record_size(key: bytes | None, value: bytes) -> int:
     return len(value) + (len(key) if key is not None else 0)
 
 
+#: ``OSError`` numbers that retrying does not cure: the path is wrong, not busy.
+_UNUSABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                              errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG})
+#: SQLite primary result codes with the same meaning.
+_UNUSABLE_CODES = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                             sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH})
+
+
 def translate(err: BaseException, path: Path) -> BusError:
-    """The bus error for a failure of SQLite or of the file system under ``path``."""
+    """The bus error for a failure of SQLite or of the file system under ``path``:
+    :class:`DiskFull` and other I/O trouble are retriable; a damaged file is
+    :class:`BusCorrupt`; a path we may not or cannot use is :class:`StoreUnusable`."""
     if isinstance(err, BusError):
         return err
     if isinstance(err, sqlite3.Error):
         code = getattr(err, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         if primary == sqlite3.SQLITE_FULL:
-            return BusUnavailable(f"{path}: disk full ({err})")
+            return DiskFull(f"{path}: disk full ({err})")
         if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             return BusCorrupt(f"{path}: damaged or not a pushrelay log: {err}")
+        if primary in _UNUSABLE_CODES:
+            return StoreUnusable(f"{path}: {err}")
         if isinstance(err, sqlite3.OperationalError):
             return BusUnavailable(f"{path}: {err}")
         return BusCorrupt(f"{path}: {err}")
     if isinstance(err, OSError):
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return BusUnavailable(f"{path}: disk full ({err})")
+            return DiskFull(f"{path}: disk full ({err})")
+        if err.errno in _UNUSABLE_ERRNOS:
+            return StoreUnusable(f"{path}: {err}")
         return BusUnavailable(f"{path}: {err}")
     raise TypeError(f"not a storage error: {err!r}") from err
 
@@ -370,6 +395,14 @@ class SqliteLog:
         if before < end:
             oldest = self.read(tp, before, 1)[0].timestamp
         return PartitionState(before, end, size - removed, oldest)
+
+    def free_bytes(self) -> int:
+        """Bytes available to us on the log's file system."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError as err:
+            raise translate(err, self.path) from err
+        return st.f_bavail * st.f_frsize
 
     def quick_check(self) -> list[str]:
         """``PRAGMA quick_check``'s findings (``["ok"]`` when sound)."""

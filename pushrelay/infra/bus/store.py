@@ -25,14 +25,16 @@ from typing import TypeVar
 
 from pushrelay.infra.bus.api import BusError, BusUnavailable, Record, RecordRejected, TopicPartition
 from pushrelay.infra.bus.sqlitelog import (
+    DiskFull,
     Entry,
     PartitionState,
     SqliteLog,
     StoreLocked,
+    StoreUnusable,
     record_size,
 )
 
-__all__ = ["Entry", "LogStore", "StoreLocked", "StoreStats"]
+__all__ = ["DiskFull", "Entry", "LogStore", "StoreLocked", "StoreStats", "StoreUnusable"]
 
 T = TypeVar("T")
 
@@ -95,7 +97,8 @@ class LogStore:
         self._changed: dict[TopicPartition, asyncio.Condition] = {}
         #: Append transactions committed since open (each is one fsync'd commit).
         self.transactions = 0
-        #: The error of the last append transaction, None once one succeeds.
+        #: Why the last append transaction failed; None once any write (append,
+        #: commit, prune) succeeds again.
         self.last_write_error: BusError | None = None
 
     # ---- lifecycle -----------------------------------------------------------
@@ -114,6 +117,9 @@ class LogStore:
             try:
                 loaded = await asyncio.get_running_loop().run_in_executor(executor, self._db.open)
             except BaseException:
+                # Cancelled meanwhile, the open may still succeed on the thread:
+                # close after it (the one thread runs jobs in order), then let it go.
+                executor.submit(self._db.close)
                 executor.shutdown(wait=False)
                 raise
             self._executor = executor
@@ -308,6 +314,7 @@ class LogStore:
         if not offsets:
             return
         await self._call(self._db.commit, group, offsets)
+        self.last_write_error = None
         for tp, offset in offsets.items():
             self._commits[(group, tp)] = offset
 
@@ -345,6 +352,7 @@ class LogStore:
                 if cutoff <= state.start_offset:
                     continue
                 self._partitions[tp] = new = await self._call(self._db.truncate, tp, cutoff)
+                self.last_write_error = None
                 deleted += new.start_offset - state.start_offset
         return deleted
 
@@ -361,6 +369,10 @@ class LogStore:
     def total_bytes(self) -> int:
         """Keys + values of every stored record (what ``max_bytes`` bounds)."""
         return sum(state.bytes for state in self._partitions.values())
+
+    async def free_bytes(self) -> int:
+        """Bytes available on the log's file system (``statvfs``, on the store's thread)."""
+        return await self._call(self._db.free_bytes)
 
     async def quick_check(self) -> list[str]:
         """SQLite's ``PRAGMA quick_check`` on the open log (``["ok"]`` when sound)."""
