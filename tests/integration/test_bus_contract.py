@@ -131,7 +131,7 @@ async def test_send_then_poll_keeps_per_key_order(bus: api.Bus, producer: api.Pr
     topic = bus_settings.push_topic
     sent = [(b"key-%d" % (i % 3), b"v%03d" % i) for i in range(30)]
     await send_all(producer, topic, sent)
-    consumer = bus.consumer(topic, "g-order", client_id="c")
+    consumer = bus.consumer(topic, bus_settings.topic_prefix + "g-order", client_id="c")
     await consumer.start()
     try:
         got = await consume(consumer, len(sent))
@@ -164,7 +164,8 @@ async def test_a_group_resumes_from_its_commit_and_a_new_group_from_the_start(
     topic = bus_settings.push_topic
     await send_all(producer, topic, [(b"one-key", b"%d" % i) for i in range(10)])
     listener = Listener()
-    first = bus.consumer(topic, "g-resume", client_id="c1", listener=listener)
+    first = bus.consumer(topic, bus_settings.topic_prefix + "g-resume", client_id="c1",
+                         listener=listener)
     await first.start()
     try:
         got = await consume(first, 10)
@@ -172,15 +173,17 @@ async def test_a_group_resumes_from_its_commit_and_a_new_group_from_the_start(
         await first.commit({TopicPartition(fifth.topic, fifth.partition): fifth.offset + 1})
     finally:
         await first.stop()
-    assert listener.events[0][0] == "assigned" and listener.events[-1][0] == "revoked"
-    assert TopicPartition(topic, fifth.partition) in listener.events[0][1]
-    second = bus.consumer(topic, "g-resume", client_id="c2")
+    # Kafka may announce revoked({}) before the first assignment, and leaves the
+    # group at stop without a revocation: the common ground is the assignment.
+    assigned = [tps for what, tps in listener.events if what == "assigned" and tps]
+    assert TopicPartition(topic, fifth.partition) in assigned[0]
+    second = bus.consumer(topic, bus_settings.topic_prefix + "g-resume", client_id="c2")
     await second.start()
     try:
         assert [r.value for r in await consume(second, 5)] == [b"%d" % i for i in range(5, 10)]
     finally:
         await second.stop()
-    fresh = bus.consumer(topic, "g-fresh", client_id="c3")
+    fresh = bus.consumer(topic, bus_settings.topic_prefix + "g-fresh", client_id="c3")
     await fresh.start()
     try:
         assert [r.value for r in await consume(fresh, 10)] == [b"%d" % i for i in range(10)]
@@ -191,7 +194,7 @@ async def test_a_group_resumes_from_its_commit_and_a_new_group_from_the_start(
 async def test_a_paused_partition_yields_nothing_until_resumed(
         bus: api.Bus, producer: api.Producer, bus_settings: Settings) -> None:
     topic = bus_settings.refresh_topic
-    consumer = bus.consumer(topic, "g-pause", client_id="c")
+    consumer = bus.consumer(topic, bus_settings.topic_prefix + "g-pause", client_id="c")
     await consumer.start()
     try:
         partitions = await assigned(consumer)
@@ -216,7 +219,7 @@ async def test_read_topic_is_everything_in_order_and_commits_nothing(
     assert [(r.partition, r.offset) for r in records] == sorted(
         (r.partition, r.offset) for r in records)
     assert by_key(records) == {k: [v for kk, v in sent if kk == k] for k, _ in sent}
-    consumer = bus.consumer(topic, "g-after-read", client_id="c")
+    consumer = bus.consumer(topic, bus_settings.topic_prefix + "g-after-read", client_id="c")
     await consumer.start()
     try:
         assert len(await consume(consumer, len(sent))) == len(sent)
@@ -230,7 +233,7 @@ async def test_errors_carry_their_retry_policy(bus: api.Bus, producer: api.Produ
     with pytest.raises(RecordRejected) as rejected:
         await (await producer.send(topic, b"x" * (3 * 1024 * 1024), key=b"big"))
     assert rejected.value.retriable is False
-    consumer = bus.consumer(topic, "g-errors", client_id="c")
+    consumer = bus.consumer(topic, bus_settings.topic_prefix + "g-errors", client_id="c")
     await consumer.start()
     try:
         await assigned(consumer)

@@ -127,6 +127,26 @@ async def test_listener_sees_the_partition_from_start_to_stop(
     assert consumer.assignment() == set() and events == [("assigned", tp), ("revoked", tp)]
 
 
+async def test_a_listener_may_commit_in_on_revoked_at_stop(
+        bus: EmbeddedBus, settings: Settings) -> None:
+    tp = TopicPartition(settings.refresh_topic, 0)
+    await send(bus, settings.refresh_topic, b"a", b"b")
+
+    class CommitsOnRevoke:
+        async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+            pass
+
+        async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+            await consumer.commit({tp: 2})
+
+    consumer = bus.consumer(settings.refresh_topic, "g", client_id="c",
+                            listener=CommitsOnRevoke())
+    await consumer.start()
+    assert len((await consumer.poll(wait=LONG, max_records=10))[tp]) == 2
+    await consumer.stop()
+    assert bus.store.committed("g", tp) == 2
+
+
 async def test_unknown_topics_and_partitions_are_rejected(
         bus: EmbeddedBus, settings: Settings) -> None:
     producer = bus.producer(client_id="p")

@@ -134,7 +134,7 @@ class EmbeddedConsumer:
         self.topic, self.group, self.client_id = topic, group, client_id
         self._tp = TopicPartition(topic, PARTITION)
         self._listener = listener
-        self._running = False
+        self._running = self._leaving = False
         self._position = 0
         self._paused = False
         self._unpaused = asyncio.Event()
@@ -155,15 +155,18 @@ class EmbeddedConsumer:
             await self._listener.on_assigned({self._tp})
 
     async def stop(self) -> None:
-        """Leave: ``on_revoked``, release the group. Nothing is committed."""
-        if not self._running:
+        """Leave: ``on_revoked`` (still the owner then, so the listener may commit
+        what it finished, as in a Kafka rebalance), release the group. Nothing is
+        committed here. A poll in progress returns by its ``wait`` bound."""
+        if not self._running or self._leaving:
             return
-        self._running = False
-        self._unpaused.set()  # a poll waiting while paused returns
+        self._leaving = True
         try:
             if self._listener is not None:
                 await self._listener.on_revoked({self._tp})
         finally:
+            self._running = self._leaving = False
+            self._unpaused.set()  # a poll waiting while paused returns
             self._bus.release(self)
 
     async def poll(self, wait: float, max_records: int
