@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pushrelay.infra import metrics
 from pushrelay.infra.bus.api import (
     BusUnavailable,
     CommitRefused,
@@ -170,16 +171,20 @@ async def test_retention_follows_every_consuming_group_and_the_retention_times(
     push, letters = settings.push_topic, settings.dead_letter_topic
     await send(bus, push, *[b"%d" % i for i in range(10)])
     await send(bus, letters, b"old")
+    assert bus.backlog(push) == 10  # nobody consumes it yet: all of it
     live = bus.consumer(push, "router", client_id="r")
     await live.start()
     try:
         await live.commit({TopicPartition(push, 0): 6})
+        assert bus.backlog(push) == 4
         replay = bus.consumer(push, "replay", client_id="x")
         await replay.start()  # a live member that never committed holds everything
         assert (await bus.prune())[push] == 0
         await replay.commit({TopicPartition(push, 0): 4})
         await replay.stop()
         assert (await bus.prune())[push] == 4  # "replay" committed once: still counts
+        assert bus.backlog(push) == 6
+        assert metrics.REGISTRY.get_sample_value("pushrelay_bus_backlog", {"topic": push}) == 6
     finally:
         await live.stop()
     assert bus.store.stats(push).records == 6

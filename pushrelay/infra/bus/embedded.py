@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pushrelay.infra import metrics
 from pushrelay.infra.bus.api import (
     BusError,
     BusKind,
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 PARTITION = 0
 #: The largest record a send takes (the Kafka producer's ``max_request_size``).
 MAX_RECORD_BYTES = 2 * 1024 * 1024
-#: How often retention runs, s.
-RETENTION_INTERVAL = 30.0
+#: How often retention runs (and the log's gauges are updated), s.
+RETENTION_INTERVAL = 10.0
 #: Free bytes on the data directory's file system that make a probe after a
 #: full disk pass again (the next append then proves it).
 PROBE_MIN_FREE = 8 * 1024 * 1024
@@ -329,8 +330,18 @@ class EmbeddedBus:
         live = {group for group, t in self._members if t == topic}
         return sorted(self.store.groups(topic) | live)
 
+    def backlog(self, topic: str) -> int:
+        """Records of ``topic`` the slowest of :meth:`consumers_of` has not committed
+        (every stored record when no group consumes it yet)."""
+        store = self.store
+        end = store.end_offset(topic, PARTITION)
+        commits = [store.committed(group, TopicPartition(topic, PARTITION))
+                   for group in self.consumers_of(topic)]
+        done = min((c or 0 for c in commits), default=store.start_offset(topic, PARTITION))
+        return max(0, end - max(done, store.start_offset(topic, PARTITION)))
+
     async def prune(self) -> dict[str, int]:
-        """One retention pass; records deleted per topic."""
+        """One retention pass; records deleted per topic. Updates the gauges."""
         now = self._clock()
         deleted: dict[str, int] = {}
         for topic, config in self._topics.items():
@@ -338,6 +349,11 @@ class EmbeddedBus:
             groups = self.consumers_of(topic) if topic in self._consumed else []
             deleted[topic] = await self.store.prune(topic, before_time=before,
                                                     consumed_by=groups)
+            metrics.bus_pruned.labels(topic).inc(deleted[topic])
+            metrics.bus_log_records.labels(topic).set(self.store.stats(topic).records)
+            if topic in self._consumed:
+                metrics.bus_backlog.labels(topic).set(self.backlog(topic))
+        metrics.bus_log_bytes.set(self.store.total_bytes())
         return deleted
 
     def retain_soon(self) -> None:
