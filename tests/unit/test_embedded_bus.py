@@ -17,7 +17,7 @@ from pushrelay.infra.bus.api import (
     TopicPartition,
 )
 from pushrelay.infra.bus.embedded import EmbeddedBus, GroupTaken
-from pushrelay.infra.bus.store import DiskFull, StoreUnusable
+from pushrelay.infra.bus.store import DiskFull, StoreLocked, StoreUnusable
 from pushrelay.infra.settings import Settings
 
 DAY = 24 * 3600.0
@@ -261,3 +261,22 @@ async def test_a_data_dir_that_is_a_file_is_a_clear_permanent_error(tmp_path: Pa
         await bus.start()
     assert not unusable.value.retriable
     await bus.stop()  # never started: nothing to do
+
+
+async def test_a_second_bus_on_a_running_log_only_reads(bus: EmbeddedBus,
+                                                        settings: Settings) -> None:
+    await send(bus, settings.deliveries_topic, b"d1", b"d2")
+    beside = EmbeddedBus(settings)  # `pushrelay deliveries` next to the all-in-one
+    await beside.start()
+    try:
+        assert [r.value for r in await beside.read_topic(settings.deliveries_topic)] == [
+            b"d1", b"d2"]
+        assert not beside.retention_running
+        for refused in (beside.producer(client_id="p").start(),
+                        beside.consumer(settings.push_topic, "g", client_id="c").start(),
+                        beside.probe()):
+            with pytest.raises(StoreLocked, match="pid"):
+                await refused
+    finally:
+        await beside.stop()
+    await bus.probe()  # the owner is untouched

@@ -36,7 +36,7 @@ from pushrelay.infra.bus.api import (
     TopicPartition,
 )
 from pushrelay.infra.bus.kafka import topic_configs
-from pushrelay.infra.bus.store import DiskFull, LogStore
+from pushrelay.infra.bus.store import DiskFull, LogStore, StoreLocked
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class EmbeddedProducer:
         self._pending: set[asyncio.Future[list[int]]] = set()
 
     async def start(self) -> None:
+        self._bus.require_owner()
         self._running = True
 
     async def stop(self) -> None:
@@ -102,6 +103,7 @@ class EmbeddedProducer:
                    partition: int | None = None) -> asyncio.Future[None]:
         if not self._running:
             raise BusUnavailable(f"producer {self.client_id} is not running")
+        self._bus.require_owner()
         self._bus.check_topic(topic)
         if partition not in (None, PARTITION):
             raise RecordRejected(f"{topic} has one partition ({PARTITION}), not {partition}")
@@ -144,6 +146,7 @@ class EmbeddedConsumer:
         """Join: claim the group, position at its commit, ``on_assigned``."""
         if self._running:
             return
+        self._bus.require_owner()
         self._bus.check_topic(self.topic)
         self._bus.claim(self)
         self._running = True
@@ -230,8 +233,12 @@ class EmbeddedBus:
         if not settings.data_dir:
             raise ValueError("the embedded bus needs PUSHRELAY_DATA_DIR")
         self.settings = settings
-        self.store = LogStore(settings.data_dir, max_bytes=settings.data_max_bytes, clock=clock)
         self._clock = clock
+        #: The open log (replaced at each start; read-only when another process owns it).
+        self.store = self._new_store()
+        #: Why this bus only reads (another process owns the directory), else None.
+        self.owned_elsewhere: StoreLocked | None = None
+        self._started = False
         self._retention_interval = retention_interval
         self._topics = topic_configs(settings)
         #: Consumed by their groups: retention follows the commits.
@@ -244,24 +251,54 @@ class EmbeddedBus:
 
     # ---- lifecycle -----------------------------------------------------------
 
+    def _new_store(self, *, readonly: bool = False) -> LogStore:
+        s = self.settings
+        assert s.data_dir is not None
+        return LogStore(s.data_dir, max_bytes=s.data_max_bytes, clock=self._clock,
+                        readonly=readonly)
+
     async def start(self) -> None:
-        """Open the store (:class:`BusCorrupt`, :class:`StoreLocked`
-        <pushrelay.infra.bus.store.StoreLocked>` as it says) and start retention."""
-        if self._retention is not None:
+        """Open the store and start retention. Raises what the store's open does
+        (:class:`BusCorrupt`, :class:`~pushrelay.infra.bus.store.StoreUnusable`,
+        ...), except when another process owns the directory: then the bus opens
+        it read-only (``read_topic`` works: ``pushrelay deliveries`` beside a
+        running all-in-one) and producers, consumers and :meth:`probe` raise
+        that :class:`~pushrelay.infra.bus.store.StoreLocked`. Idempotent."""
+        if self._started:
             return
-        await self.store.open()
-        self._stopping = False
-        self._retention = asyncio.create_task(self._retain(), name="embedded-bus-retention")
+        store = self._new_store()
+        try:
+            await store.open()
+        except StoreLocked as locked:
+            store = self._new_store(readonly=True)
+            await store.open()
+            self.owned_elsewhere = locked
+            log.info("embedded log owned by another process: opened read-only",
+                     extra={"reason": str(locked)})
+        else:
+            self.owned_elsewhere = None
+            self._stopping = False
+            self._retention = asyncio.create_task(self._retain(),
+                                                  name="embedded-bus-retention")
+        self.store = store
+        self._started = True
 
     async def stop(self) -> None:
-        """Stop retention, then close the store (after the appends queued)."""
-        if self._retention is None:
+        """Stop retention, then close the store (after the appends queued). Idempotent."""
+        if not self._started:
             return
+        self._started = False
         self._stopping = True
         self._wake.set()
         task, self._retention = self._retention, None
-        await task
+        if task is not None:
+            await task
         await self.store.close()
+
+    def require_owner(self) -> None:
+        """Raise :class:`StoreLocked` when this bus only reads another process's log."""
+        if self.owned_elsewhere is not None:
+            raise self.owned_elsewhere
 
     async def ensure_topics(self) -> None:
         """Nothing to create: a topic exists from its first record."""
@@ -273,6 +310,7 @@ class EmbeddedBus:
         store = self.store
         if not store.is_open:
             raise BusUnavailable(f"{store.path}: the embedded log is not open")
+        self.require_owner()
         error = store.last_write_error
         if error is None:
             return

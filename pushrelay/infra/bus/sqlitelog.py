@@ -64,6 +64,9 @@ CREATE TABLE commits (
 ) WITHOUT ROWID;
 """
 
+#: How long a connection waits for another's lock (a reader's open, a checkpoint), ms.
+BUSY_TIMEOUT_MS = 2000
+
 #: One record to append: (topic, partition, key, value).
 Entry = tuple[str, int, bytes | None, bytes]
 
@@ -183,10 +186,13 @@ class SqliteLog:
     """The database of one :class:`~pushrelay.infra.bus.store.LogStore`.
 
     Not thread-safe: every method is called on the store's one thread.
+    ``readonly``: a reader beside the owning process (no lock, no writes, no
+    integrity check: the owner ran it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._lock = DirectoryLock(path.with_name(path.name + ".lock"))
         self._conn: sqlite3.Connection | None = None
 
@@ -197,6 +203,9 @@ class SqliteLog:
         its state. Raises :class:`StoreLocked`, :class:`BusCorrupt` (naming the
         file) or :class:`BusUnavailable`; on any error nothing stays open."""
         try:
+            if self.readonly:
+                self._conn = self._connect()
+                return self._load(self._conn)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
             if not self.path.exists():
@@ -254,9 +263,10 @@ class SqliteLog:
     def _connect(self) -> sqlite3.Connection:
         """Open the existing file (never creating one) and check it is ours before
         changing anything in it."""
-        uri = f"file:{self.path}?mode=rw"
+        uri = f"file:{self.path}?mode={'ro' if self.readonly else 'rw'}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id != APPLICATION_ID:
                 raise BusCorrupt(f"{self.path}: not a pushrelay log (SQLite application_id "
@@ -267,10 +277,8 @@ class SqliteLog:
                 raise BusCorrupt(f"{self.path}: schema version {version}, this pushrelay "
                                  f"reads version {SCHEMA_VERSION} only (written by a newer "
                                  "release?)")
-            # One process per directory (the flock), so SQLite's own locks can be
-            # exclusive: no shared-memory index next to the WAL, which also means
-            # no mmap'd file to fault on when the disk fills.
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if self.readonly:
+                return conn
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise BusUnavailable(f"{self.path}: cannot use WAL journal (got {mode})")
@@ -310,6 +318,8 @@ class SqliteLog:
     def _transaction(self, work: Iterable[tuple[str, Sequence[object]]]) -> None:
         """Run statements in one write transaction, committed (fsync'd) or rolled
         back as a whole; failures translated."""
+        if self.readonly:
+            raise BusUnavailable(f"{self.path}: opened read-only (another process owns it)")
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")

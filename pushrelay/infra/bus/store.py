@@ -79,11 +79,15 @@ class LogStore:
     """
 
     def __init__(self, directory: str | Path, *, max_bytes: int, filename: str = "log.db",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
+        """``readonly``: read beside the process that owns the directory (no lock
+        taken; appends, commits and prunes are :class:`BusUnavailable`; offsets,
+        commits and stats are those of the moment of :meth:`open`)."""
         self.path = Path(directory) / filename
         self.max_bytes = max_bytes
+        self.readonly = readonly
         self._clock = clock
-        self._db = SqliteLog(self.path)
+        self._db = SqliteLog(self.path, readonly=readonly)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
@@ -170,6 +174,8 @@ class LogStore:
         Raises at once what :meth:`append` raises before queuing."""
         if not self._open or self._closing:
             raise BusUnavailable(f"{self.path}: the log is closed")
+        if self.readonly:
+            raise BusUnavailable(f"{self.path}: opened read-only (another process owns it)")
         size = sum(record_size(key, value) for _, _, key, value in records)
         if size > self.max_bytes:
             raise RecordRejected(f"{size} bytes in one append, more than the log's bound "
