@@ -14,6 +14,8 @@ Kafka (docs/bus.md, "The embedded bus").
 * Retention, by a task the bus owns: push and refresh records once every group
   that consumes the topic committed past them, every topic by its Kafka
   retention time.
+* A bus started on a directory another process owns only reads
+  (``read_topic``: ``pushrelay deliveries`` beside a running all-in-one).
 """
 
 from __future__ import annotations

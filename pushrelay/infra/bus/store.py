@@ -66,11 +66,12 @@ class LogStore:
       their offsets (consecutive per partition, in the order given); it raises
       :class:`BusUnavailable` (retriable) when the disk is full or the log holds
       ``max_bytes`` already, :class:`RecordRejected` when the request alone is
-      larger than ``max_bytes``. A failed append wrote nothing.
+      larger than ``max_bytes``. A failed append was rolled back (should the
+      commit's own fsync fail, it may still be there: a duplicate at worst).
     * Offsets are never reused: pruning removes a partition's oldest records,
       :meth:`end_offset` keeps counting.
-    * One open store per directory (a ``flock``): a second gets
-      :class:`StoreLocked` naming the holder's pid. A file that is not a
+    * One owner per directory (a ``flock``): a second gets :class:`StoreLocked`
+      naming the holder's pid; ``readonly`` stores read beside it. A file that is not a
       sound pushrelay log of this schema version is :class:`BusCorrupt`
       (naming it), never re-created.
     * :meth:`open` and :meth:`close` are idempotent; :meth:`close` lets the
@@ -247,13 +248,15 @@ class LogStore:
                 if not request.done.done():
                     request.done.set_exception(err)
             return
-        except BaseException as err:  # a bug: every caller sees it, the writer lives on
+        except Exception as err:  # noqa: BLE001 - a bug: every caller sees it, the writer lives on
             for request, _ in accepted:
                 if not request.done.done():
                     request.done.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
             return
+        except BaseException:  # cancelled: the outcome is unknown to us, so to them
+            for request, _ in accepted:
+                request.done.cancel()
+            raise
         self.transactions += 1
         self.last_write_error = None
         self._partitions.update(after)
