@@ -37,8 +37,8 @@ from pushrelay.infra.bus.api import (
     RecordRejected,
     TopicPartition,
 )
-from pushrelay.infra.bus.kafka import topic_configs
 from pushrelay.infra.bus.store import DiskFull, LogStore, StoreLocked
+from pushrelay.infra.bus.topics import topic_configs
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
