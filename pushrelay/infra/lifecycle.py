@@ -1,8 +1,8 @@
 """One service lifecycle: idempotent start/stop, crash supervision, a shutdown budget.
 
 Every service derives from :class:`ServiceBase` and writes only ``_start()``,
-``_stop(deadline)``, ``_readiness()`` and, if it can run degraded, ``_degraded()``. The base class guarantees
-(docs/architecture.md, "Lifecycle"):
+``_stop(deadline)``, ``_readiness()`` and, if it can run degraded,
+``_degraded()``. The base class guarantees (docs/architecture.md, "Lifecycle"):
 
 * ``start()`` and ``stop()`` are idempotent and symmetric: a second call is a
   no-op, ``stop()`` before ``start()`` means the service never starts, and
