@@ -14,9 +14,10 @@ import orjson
 import pytest
 from aiohttp import ClientSession, web
 
-from ingress.app import DELIVERY_HEADER, WebhookHandler, build_app
+from ingress.app import DELIVERY_HEADER, SPOOLED_HEADER, WebhookHandler, build_app
 from ingress.openapi import openapi_route
 from ingress.service import LINGERING_TIME
+from ingress.spool import Spooled
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent
 from pushrelay.core.receivers import Owner, Receiver, receiver_path
@@ -51,11 +52,13 @@ class FakePublisher:
     def __init__(self) -> None:
         self.events: list[PushEvent] = []
         self.fail = False
+        self.spooled: Spooled | None = None
 
-    async def publish(self, event: PushEvent) -> None:
+    async def publish(self, event: PushEvent) -> Spooled | None:
         if self.fail:
             raise PublishFailed("broker down")
         self.events.append(event)
+        return self.spooled
 
 
 class Harness:
@@ -202,6 +205,20 @@ async def test_unavailable_when_not_ready_or_publish_fails(harness: Harness) -> 
     assert status == 503 and headers["Retry-After"] == "30" and "error" in body
     assert DELIVERY_HEADER not in headers
     assert harness.facts[-1].outcome == "failed"
+
+
+async def test_spooled_is_the_same_202_with_a_header(harness: Harness) -> None:
+    """The SPEC's 202 body is unchanged; the header and the delivery record say where."""
+    status, _, headers = await harness.post(PATH)
+    assert status == 202 and SPOOLED_HEADER not in headers
+    harness.publisher.spooled = Spooled("timed out waiting for Kafka")
+    status, body, headers = await harness.post(PATH)
+    assert status == 202 and headers[SPOOLED_HEADER] == "true"
+    assert body == {"msg": "accepted", "delivery": headers[DELIVERY_HEADER]}
+    fact = harness.facts[-1]
+    assert (fact.outcome, fact.delivery) == ("spooled", body["delivery"])
+    assert fact.reason == "Kafka unavailable: timed out waiting for Kafka"
+    assert fact.repository == PAYLOAD["docker_url"] and fact.tags == ["latest"]
 
 
 async def test_delivery_hook_failure_does_not_fail_the_request(harness: Harness) -> None:
