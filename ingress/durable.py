@@ -8,9 +8,9 @@ fsync'd it, and why). It raises the direct publisher's :class:`PublishError`
 * while the spool is :attr:`Spool.pending` (anything undrained, or an append in
   flight), every event goes to the spool, behind what is there: per-key order
   holds with respect to later events;
-* otherwise the event is published directly; a :class:`PublishError` (no ack
-  within ``publish_timeout``, or at once when the producer is known to be
-  disconnected) sends it to the spool;
+* otherwise, while the producer is known to be disconnected, at once to the
+  spool; else it is published directly, and a :class:`PublishError` (no ack
+  within ``publish_timeout``) sends it to the spool;
 * the spool refusing (full, too old, disk full) is the 503, with both reasons.
 
 Without a spool (``PUSHRELAY_SPOOL_DIR`` unset) it is the direct publisher.
@@ -25,6 +25,11 @@ from pushrelay.core.events import PushEvent
 
 
 class DirectPublisher(Protocol):
+    #: False while the producer is known unable to take events (not connected
+    #: yet, the last probe or send failed); ``last_error`` says why.
+    connected: bool
+    last_error: str | None
+
     async def publish(self, event: PushEvent) -> None:
         """Return once Kafka acknowledged ``event``; raise ``error`` otherwise."""
         ...
@@ -50,6 +55,9 @@ class DurablePublisher:
             return None
         if spool.pending:
             return await self._append(spool, event, spool.cause or "events ahead in the spool")
+        if not self._direct.connected:
+            return await self._append(
+                spool, event, f"not connected: {self._direct.last_error or 'unknown'}")
         try:
             await self._direct.publish(event)
         except self._error as exc:

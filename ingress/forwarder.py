@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 
 from ingress.spool import Spool
 from pushrelay.core.deliveries import DeliveryFact
-from pushrelay.core.events import DeadLetter, InvalidEvent, PushEvent, decode_push, encode
+from pushrelay.core.events import InvalidEvent, PushEvent, decode_push
 from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.bus.api import BusError, Producer, Record, RecordRejected
-from pushrelay.infra.bus.kafka import DEAD_LETTER_PAYLOAD_LIMIT, watchdog_timeout
+from pushrelay.infra.bus.api import BusError, BusUnavailable, Producer, Record, RecordRejected
+from pushrelay.infra.bus.letters import dead_letter_for, send_dead_letter
+from pushrelay.infra.bus.topics import watchdog_timeout
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ IDLE_WAIT = 1.0
 PRUNE_INTERVAL = 10.0
 
 OnFact = Callable[[DeliveryFact], None]
+#: The producer to forward with, or None while there is none (not connected yet).
+ProducerSource = Callable[[], Producer | None]
 
 
 @dataclass(slots=True)
@@ -75,7 +78,7 @@ class Forwarder:
     seconds (so its acks can be committed), then cancels. Both idempotent.
     """
 
-    def __init__(self, spool: Spool, producer: Producer, settings: IngressSettings,
+    def __init__(self, spool: Spool, producer: ProducerSource, settings: IngressSettings,
                  on_fact: OnFact | None = None, *, backoff: Backoff = FORWARD_BACKOFF,
                  batch: int = BATCH) -> None:
         self._spool = spool
@@ -154,6 +157,13 @@ class Forwarder:
                 pruned_at = loop.time()
 
     async def _forward(self, records: Sequence[Record]) -> list[DeliveryFact]:
+        producer = self._producer()
+        if producer is None:
+            raise BusUnavailable("the producer is not connected yet")
+        return await self._forward_with(producer, records)
+
+    async def _forward_with(self, producer: Producer, records: Sequence[Record],
+                            ) -> list[DeliveryFact]:
         """Send ``records`` and wait for every ack; dead-letter what Kafka will never
         take (and what no longer decodes). Raises the first retriable
         :class:`BusError` (the whole batch is then sent again: a duplicate at
@@ -161,7 +171,7 @@ class Forwarder:
         items = [_Item(record) for record in records]
         async with asyncio.timeout(watchdog_timeout(self._settings)):
             for item in items:
-                await self._send(item)
+                await self._send(producer, item)
             pending = [item for item in items if item.future is not None]
             results = await asyncio.gather(*(item.future for item in pending if item.future),
                                            return_exceptions=True)
@@ -173,43 +183,35 @@ class Forwarder:
         facts: list[DeliveryFact] = []
         for item in items:
             if item.problem is not None:
-                await self._dead_letter(item.record, item.problem)
+                await self._dead_letter(producer, item.record, item.problem)
             if item.event is not None and (fact := forwarded_fact(
                     item.event, item.record.timestamp,
                     failed=item.problem and f"dead-lettered: {item.problem}")):
                 facts.append(fact)
         return facts
 
-    async def _send(self, item: _Item) -> None:
+    async def _send(self, producer: Producer, item: _Item) -> None:
         try:
             item.event = decode_push(item.record.value)
         except InvalidEvent as exc:
             item.problem = f"undecodable spooled record: {exc}"
             return
         try:
-            item.future = await self._producer.send(self._settings.push_topic,
+            item.future = await producer.send(self._settings.push_topic,
                                                     item.record.value, key=item.event.key)
         except RecordRejected as exc:
             item.problem = f"Kafka will not take it: {exc}"
 
-    async def _dead_letter(self, record: Record, reason: str) -> None:
-        letter = DeadLetter(
-            stage=STAGE, reason=reason[:1000], topic=record.topic, partition=record.partition,
-            offset=record.offset,
-            key=record.key.decode("utf-8", errors="replace") if record.key else None,
-            payload=record.value[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace"))
+    async def _dead_letter(self, producer: Producer, record: Record, reason: str) -> None:
         try:
-            future = await self._producer.send(self._settings.dead_letter_topic,
-                                               encode(letter),
-                                               key=(letter.key or letter.id).encode())
-            await future
+            await send_dead_letter(producer, self._settings,
+                                   dead_letter_for(STAGE, reason, record))
         except RecordRejected as exc:  # the dead-letter topic is missing: nowhere to go
             log.error("spooled event dropped: not even a dead letter was taken", extra={
-                "reason": reason, "error": str(exc), "payload": letter.payload[:2000]})
+                "reason": reason, "error": str(exc), "offset": record.offset,
+                "payload": record.value[:2000].decode("utf-8", errors="replace")})
             return
         metrics.dead_lettered.labels(STAGE).inc()
-        log.warning("dead-lettered a spooled event", extra={
-            "stage": STAGE, "reason": reason, "offset": record.offset})
 
     def _record(self, fact: DeliveryFact) -> None:
         if self._on_fact is None:

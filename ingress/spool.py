@@ -117,10 +117,9 @@ class SpoolBounds:
         return None
 
 
-def describe(state: SpoolState, cause: str | None, now: float) -> str:
+def describe(state: SpoolState, why: str, now: float) -> str:
     """The degraded note of a non-empty spool (``/readyz``), e.g.
     ``spooling: Kafka unavailable (timed out); 120 events, oldest 35 s``."""
-    why = f"Kafka unavailable ({cause})" if cause else "Kafka unavailable"
     return (f"spooling: {why}; {state.depth} event{'s' if state.depth != 1 else ''}, "
             f"oldest {state.oldest_age(now):.0f} s")
 
@@ -188,11 +187,11 @@ class Spool:
         size = self._store.stats(TOPIC).bytes if self._open else 0
         return SpoolState(depth, size, self._oldest if depth else None)
 
-    def degraded(self) -> str | None:
-        """The degraded note while anything is spooled, else None."""
+    def degraded(self, why: str) -> str | None:
+        """The degraded note while anything is spooled (``why`` it is), else None."""
         if not self._open or not self.pending:
             return None
-        return describe(self.state(), self.cause, self._clock())
+        return describe(self.state(), why, self._clock())
 
     async def append(self, event: PushEvent, cause: str | None = None) -> None:
         """Make ``event`` durable in the spool (fsync'd on return), or raise

@@ -41,8 +41,7 @@ def test_a_clock_step_back_is_no_negative_age() -> None:
 
 
 def test_degraded_note() -> None:
-    note = describe(SpoolState(120, 4096, NOW - 35.2), "timed out waiting for Kafka", NOW)
-    assert note == ("spooling: Kafka unavailable (timed out waiting for Kafka); "
-                    "120 events, oldest 35 s")
-    assert describe(SpoolState(1, 10, NOW), None, NOW) == (
-        "spooling: Kafka unavailable; 1 event, oldest 0 s")
+    note = describe(SpoolState(120, 4096, NOW - 35.2), "Kafka unavailable (timed out)", NOW)
+    assert note == "spooling: Kafka unavailable (timed out); 120 events, oldest 35 s"
+    assert describe(SpoolState(1, 10, NOW), "draining into Kafka", NOW) == (
+        "spooling: draining into Kafka; 1 event, oldest 0 s")
