@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from pushrelay.core.events import PushEvent, encode
 from pushrelay.infra import metrics
 from pushrelay.infra.bus.api import BusError, Record, TopicPartition
+from pushrelay.infra.bus.store import LogStore
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -42,31 +43,6 @@ TP = TopicPartition(TOPIC, PARTITION)
 GROUP = "forwarder"
 
 RefusalReason = Literal["full", "too_old", "unavailable"]
-
-
-class SpoolStore(Protocol):
-    """What the spool needs of :class:`pushrelay.infra.bus.store.LogStore`."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def append(self, records: Sequence[tuple[str, int, bytes | None, bytes]]
-                     ) -> list[int]: ...
-    async def read(self, topic: str, partition: int, offset: int,
-                   max_records: int) -> list[Record]: ...
-    def end_offset(self, topic: str, partition: int) -> int: ...
-    async def wait(self, topic: str, partition: int, offset: int,
-                   timeout: float) -> bool: ...  # noqa: ASYNC109 - LogStore's API
-    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None: ...
-    def committed(self, group: str, tp: TopicPartition) -> int | None: ...
-    async def prune(self, topic: str, *, before_time: float, consumed_by: str) -> int: ...
-    def stats(self, topic: str) -> StoreStatsLike: ...
-
-
-class StoreStatsLike(Protocol):
-    @property
-    def records(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +110,7 @@ class Spool:
     ``close()`` is idempotent. Only the :class:`Forwarder` reads and marks.
     """
 
-    def __init__(self, store: SpoolStore, bounds: SpoolBounds,
+    def __init__(self, store: LogStore, bounds: SpoolBounds,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._bounds = bounds
@@ -149,8 +125,6 @@ class Spool:
     @classmethod
     def in_directory(cls, settings: IngressSettings) -> Spool:
         """The spool in ``settings.spool_dir`` (which must be set)."""
-        from pushrelay.infra.bus.store import LogStore
-
         if not settings.spool_dir:
             raise ValueError("PUSHRELAY_SPOOL_DIR is not set")
         store = LogStore(settings.spool_dir, max_bytes=settings.spool_max_bytes,
@@ -207,8 +181,12 @@ class Spool:
         try:
             await self._store.append([(TOPIC, PARTITION, event.key, value)])
         except BusError as exc:
-            metrics.spool_refused.labels("unavailable").inc()
-            raise SpoolRefused("unavailable", str(exc) or type(exc).__name__) from exc
+            # Concurrent appends all passed the check above: the store's bound is "full".
+            full = self.state().stored_bytes + len(value) > self._bounds.max_bytes
+            refused = SpoolRefused("full" if full else "unavailable",
+                                   str(exc) or type(exc).__name__)
+            metrics.spool_refused.labels(refused.reason).inc()
+            raise refused from exc
         finally:
             self._appending -= 1
         if self._oldest is None:
@@ -236,8 +214,7 @@ class Spool:
 
     async def prune(self) -> int:
         """Delete drained records; how many."""
-        removed = await self._store.prune(TOPIC, before_time=self._clock() + 1,
-                                          consumed_by=GROUP)
+        removed = await self._store.prune(TOPIC, before_time=None, consumed_by=[GROUP])
         self.export_metrics()
         return removed
 
