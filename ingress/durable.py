@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ingress.publisher import PublishError
 from ingress.spool import Spool, Spooled, SpoolRefused
 from pushrelay.core.events import PushEvent
 
@@ -31,18 +32,16 @@ class DirectPublisher(Protocol):
     last_error: str | None
 
     async def publish(self, event: PushEvent) -> None:
-        """Return once Kafka acknowledged ``event``; raise ``error`` otherwise."""
+        """Return once Kafka acknowledged ``event``; raise :class:`PublishError` otherwise."""
         ...
 
 
 class DurablePublisher:
     """A direct publisher with an optional spool behind it (see the module docstring)."""
 
-    def __init__(self, direct: DirectPublisher, spool: Spool | None,
-                 error: type[Exception]) -> None:
+    def __init__(self, direct: DirectPublisher, spool: Spool | None) -> None:
         self._direct = direct
         self._spool = spool
-        self._error = error
 
     @property
     def spool(self) -> Spool | None:
@@ -60,13 +59,13 @@ class DurablePublisher:
                 spool, event, f"not connected: {self._direct.last_error or 'unknown'}")
         try:
             await self._direct.publish(event)
-        except self._error as exc:
-            return await self._append(spool, event, str(exc) or type(exc).__name__)
+        except PublishError as exc:
+            return await self._append(spool, event, exc.reason)
         return None
 
     async def _append(self, spool: Spool, event: PushEvent, cause: str) -> Spooled:
         try:
             await spool.append(event, cause)
         except SpoolRefused as exc:
-            raise self._error(f"{cause}; {exc}") from None
+            raise PublishError(f"{cause}; {exc}", disconnected=False) from None
         return Spooled(cause)

@@ -73,7 +73,7 @@ class IngressService(ServiceBase):
                                     on_fact=self.deliveries.record)
                           if self.spool is not None else None)
         self.handler = WebhookHandler(settings, self.registry,
-                                      DurablePublisher(self.publisher, self.spool, PublishError),
+                                      DurablePublisher(self.publisher, self.spool),
                                       publish_error=PublishError,
                                       on_delivery=self._on_delivery)
         # all-in-one passes a list it fills later: keep the very same object.

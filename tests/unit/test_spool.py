@@ -12,6 +12,7 @@ import pytest
 
 from ingress.durable import DurablePublisher
 from ingress.forwarder import Forwarder
+from ingress.publisher import PublishError
 from ingress.spool import TOPIC, Spool, SpoolBounds, Spooled, SpoolRefused
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent, decode_dead_letter, decode_push
@@ -151,10 +152,6 @@ async def test_a_locked_or_foreign_spool_is_refused_and_kept(tmp_path: Path,
 
 # ---- the publish path ---------------------------------------------------------
 
-class PublishFailed(Exception):
-    pass
-
-
 class Direct:
     def __init__(self) -> None:
         self.connected, self.last_error = True, None
@@ -163,13 +160,13 @@ class Direct:
 
     async def publish(self, event: PushEvent) -> None:
         if self.fail:
-            raise PublishFailed(self.fail)
+            raise PublishError(self.fail, disconnected=False)
         self.published.append(event)
 
 
 async def test_publish_path(spool: Spool) -> None:
     direct = Direct()
-    path = DurablePublisher(direct, spool, PublishFailed)
+    path = DurablePublisher(direct, spool)
     assert await path.publish(event(n=1)) is None and len(direct.published) == 1
     direct.fail = "timed out waiting for the bus"
     assert await path.publish(event(n=2)) == Spooled("timed out waiting for the bus")
@@ -183,10 +180,10 @@ async def test_publish_path(spool: Spool) -> None:
 
 async def test_publish_path_without_spool_is_the_direct_publisher() -> None:
     direct = Direct()
-    path = DurablePublisher(direct, None, PublishFailed)
+    path = DurablePublisher(direct, None)
     assert await path.publish(event()) is None
     direct.fail = "down"
-    with pytest.raises(PublishFailed, match="down"):
+    with pytest.raises(PublishError, match="down"):
         await path.publish(event())
 
 
@@ -196,10 +193,10 @@ async def test_spool_refusing_is_the_publish_error(tmp_path: Path, clock: Clock)
     try:
         direct = Direct()
         direct.fail = "timed out"
-        path = DurablePublisher(direct, spool, PublishFailed)
+        path = DurablePublisher(direct, spool)
         await path.publish(event())
         clock.now += 2
-        with pytest.raises(PublishFailed, match="timed out; spool too old"):
+        with pytest.raises(PublishError, match="timed out; spool too old"):
             await path.publish(event())
     finally:
         await spool.close()
