@@ -37,7 +37,12 @@ from pushrelay_devstack import kafka, procs
 from pushrelay_devstack.paths import StatePaths
 from router.service import RouterService
 from tests.integration.conftest import eventually, make_settings
-from tests.integration.test_ingress_flow import PAYLOAD, project_with_receiver, running_ingress
+from tests.integration.test_ingress_flow import (
+    PAYLOAD,
+    events_for,
+    project_with_receiver,
+    running_ingress,
+)
 from tests.integration.test_ingress_outage import PrivateKafka
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +132,12 @@ async def test_unreachable_kafka_spools_and_stays_ready(
         assert sample("pushrelay_spool_bytes") > 0
         assert service.spool is not None and service.spool.state().depth == 5
         assert not service.crashed.is_set()
+
+        async def spooled_event() -> list[dict[str, Any]]:  # one series on the config
+            return [e for e in await events_for(kube, namespace)
+                    if e.get("reason") == "DeliverySpooled"]
+        [event] = await eventually(spooled_event, within=30, interval=0.5)
+        assert event["type"] == "Warning" and "Kafka unavailable" in event["message"]
     # Stopped cleanly with Kafka down: every accepted push is still in the spool, in order.
     store = LogStore(tmp_path / "spool", max_bytes=settings.spool_max_bytes,
                      filename="spool.db")
@@ -179,37 +190,47 @@ async def test_outage_restart_drain_in_order_and_routed(
     await create_warehouse(kube, namespace, "wh-a", REPOS[0])
     posted: list[tuple[str, str, bool]] = []  # (repo, delivery, spooled)
 
-    async def post_one(port: int | None, n: int) -> bool:
+    async def post_one(port: int | None) -> bool:
+        """One push (alternating repositories, a new tag each): whether it was spooled."""
+        n = len(posted)
         repo = REPOS[n % 2]
-        status, body, headers = await post(http, port, path, push(repo, f"v{n}"))
+        status, body, headers = await post(http, port, path, push(repo, f"1.0.{n}"))
         assert status == 202, body
         spooled = headers.get(SPOOLED_HEADER) == "true"
         posted.append((repo, body["delivery"], spooled))
         return spooled
 
+    async def post_until_direct(port: int | None) -> None:
+        """Quay-like: pushes keep coming while the spool drains; they queue behind
+        it until it is empty, then go straight to Kafka."""
+        async with asyncio.timeout(180):
+            while await post_one(port):  # noqa: ASYNC110 - a sender, paced
+                await asyncio.sleep(0.2)
+
     # Kafka down from the start: spooled; the ingress restarts with a non-empty spool.
     async with running_ingress(settings) as first:
         await eventually(lambda: first.registry.lookup(path), within=20)
-        for n in range(4):
-            assert await post_one(first.port, n)
+        for _ in range(4):
+            assert await post_one(first.port)
     async with running_ingress(settings) as second:
         await eventually(lambda: second.registry.lookup(path), within=20)
         status, body = await readyz(http, second.health_port)
         assert status == 200 and "4 events" in body["degraded"]["ingress"]
-        assert await post_one(second.port, 4)
+        assert await post_one(second.port)
         await asyncio.to_thread(kafka_later.start)
-        # Quay-like: pushes keep coming while the spool drains; they queue behind it
-        # until it is empty, then go straight to Kafka.
-        n = 5
-        async with asyncio.timeout(180):
-            while await post_one(second.port, n):
-                n += 1
-                await asyncio.sleep(0.2)  # pacing, not synchronization
-        for m in range(n + 1, n + 3):
-            assert not await post_one(second.port, m)
+        await post_until_direct(second.port)
+        for _ in range(2):
+            assert not await post_one(second.port)
         status, body = await readyz(http, second.health_port)
         assert status == 200 and "degraded" not in body
         assert second.spool is not None and not second.spool.pending
+
+        # Kafka goes away under a running ingress: no ack within publish_timeout.
+        await asyncio.to_thread(kafka_later.stop)
+        for _ in range(2):
+            assert await post_one(second.port)
+        await asyncio.to_thread(kafka_later.start)
+        await post_until_direct(second.port)
         assert not second.crashed.is_set()
 
     bus = KafkaBus(settings)
