@@ -131,6 +131,8 @@ class Forwarder:
             try:
                 facts = await self._forward(records)
             except (BusError, TimeoutError) as exc:
+                if isinstance(exc, BusError) and not exc.retriable:
+                    raise  # never helps to retry: crash (visible, restarted), nothing lost
                 failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 delay = self._backoff.delay(failures)
@@ -139,6 +141,7 @@ class Forwarder:
                         "reason": self.last_error, "retry_in": round(delay, 1),
                         "depth": self._spool.state().depth})
                 self._idle.set()
+                self._spool.export_metrics()  # the oldest age moves on
                 await asyncio.sleep(delay)
                 continue
             await self._spool.mark_drained(records[-1].offset + 1)
