@@ -303,3 +303,27 @@ async def test_full_disk_is_retriable_leaves_the_log_sound_and_recovers(
         assert len(await again.read("t", 0, 0, 10_000)) == len(acked) + 1
     finally:
         await again.close()
+
+
+async def test_a_reader_beside_the_owner_reads_and_cannot_write(store: LogStore) -> None:
+    await store.append([("t", 0, b"k", b"a"), ("t", 0, b"k", b"b")])
+    await store.commit("g", {TopicPartition("t", 0): 1})
+    reader = LogStore(store.path.parent, max_bytes=MiB, readonly=True)
+    await reader.open()  # no lock taken: the owner holds it
+    try:
+        assert [r.value for r in await reader.read("t", 0, 0, 10)] == [b"a", b"b"]
+        assert reader.committed("g", TopicPartition("t", 0)) == 1
+        with pytest.raises(BusUnavailable, match="read-only"):
+            await reader.append([("t", 0, None, b"no")])
+        with pytest.raises(BusUnavailable, match="read-only"):
+            await reader.commit("g", {TopicPartition("t", 0): 2})
+        assert await store.append([("t", 0, None, b"c")]) == [2]  # the owner writes on
+    finally:
+        await reader.close()
+    await store.close()
+    stopped = LogStore(store.path.parent, max_bytes=MiB, readonly=True)
+    await stopped.open()  # the owner gone (WAL checkpointed away): still readable
+    try:
+        assert stopped.end_offset("t", 0) == 3
+    finally:
+        await stopped.close()

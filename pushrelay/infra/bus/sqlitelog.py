@@ -64,6 +64,9 @@ CREATE TABLE commits (
 ) WITHOUT ROWID;
 """
 
+#: How long a connection waits for another's lock (a reader's open, a checkpoint), ms.
+BUSY_TIMEOUT_MS = 2000
+
 #: One record to append: (topic, partition, key, value).
 Entry = tuple[str, int, bytes | None, bytes]
 
@@ -73,6 +76,17 @@ class StoreLocked(BusUnavailable):
 
     Retriable: the holder may be a process on its way out (a rolling restart).
     """
+
+
+class DiskFull(BusUnavailable):
+    """The file system under the log has no room (``ENOSPC``, ``SQLITE_FULL``)."""
+
+
+class StoreUnusable(BusError):
+    """The data directory cannot be used as configured (not a directory, no
+    permission, read-only): retrying the same settings will not help."""
+
+    retriable = False
 
 
 @dataclass(slots=True)
@@ -103,23 +117,37 @@ def record_size(key: bytes | None, value: bytes) -> int:
     return len(value) + (len(key) if key is not None else 0)
 
 
+#: ``OSError`` numbers that retrying does not cure: the path is wrong, not busy.
+_UNUSABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                              errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG})
+#: SQLite primary result codes with the same meaning.
+_UNUSABLE_CODES = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                             sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH})
+
+
 def translate(err: BaseException, path: Path) -> BusError:
-    """The bus error for a failure of SQLite or of the file system under ``path``."""
+    """The bus error for a failure of SQLite or of the file system under ``path``:
+    :class:`DiskFull` and other I/O trouble are retriable; a damaged file is
+    :class:`BusCorrupt`; a path we may not or cannot use is :class:`StoreUnusable`."""
     if isinstance(err, BusError):
         return err
     if isinstance(err, sqlite3.Error):
         code = getattr(err, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         if primary == sqlite3.SQLITE_FULL:
-            return BusUnavailable(f"{path}: disk full ({err})")
+            return DiskFull(f"{path}: disk full ({err})")
         if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             return BusCorrupt(f"{path}: damaged or not a pushrelay log: {err}")
+        if primary in _UNUSABLE_CODES:
+            return StoreUnusable(f"{path}: {err}")
         if isinstance(err, sqlite3.OperationalError):
             return BusUnavailable(f"{path}: {err}")
         return BusCorrupt(f"{path}: {err}")
     if isinstance(err, OSError):
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return BusUnavailable(f"{path}: disk full ({err})")
+            return DiskFull(f"{path}: disk full ({err})")
+        if err.errno in _UNUSABLE_ERRNOS:
+            return StoreUnusable(f"{path}: {err}")
         return BusUnavailable(f"{path}: {err}")
     raise TypeError(f"not a storage error: {err!r}") from err
 
@@ -158,10 +186,13 @@ class SqliteLog:
     """The database of one :class:`~pushrelay.infra.bus.store.LogStore`.
 
     Not thread-safe: every method is called on the store's one thread.
+    ``readonly``: a reader beside the owning process (no lock, no writes, no
+    integrity check: the owner ran it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._lock = DirectoryLock(path.with_name(path.name + ".lock"))
         self._conn: sqlite3.Connection | None = None
 
@@ -172,6 +203,9 @@ class SqliteLog:
         its state. Raises :class:`StoreLocked`, :class:`BusCorrupt` (naming the
         file) or :class:`BusUnavailable`; on any error nothing stays open."""
         try:
+            if self.readonly:
+                self._conn = self._connect()
+                return self._load(self._conn)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
             if not self.path.exists():
@@ -229,9 +263,10 @@ class SqliteLog:
     def _connect(self) -> sqlite3.Connection:
         """Open the existing file (never creating one) and check it is ours before
         changing anything in it."""
-        uri = f"file:{self.path}?mode=rw"
+        uri = f"file:{self.path}?mode={'ro' if self.readonly else 'rw'}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id != APPLICATION_ID:
                 raise BusCorrupt(f"{self.path}: not a pushrelay log (SQLite application_id "
@@ -242,10 +277,8 @@ class SqliteLog:
                 raise BusCorrupt(f"{self.path}: schema version {version}, this pushrelay "
                                  f"reads version {SCHEMA_VERSION} only (written by a newer "
                                  "release?)")
-            # One process per directory (the flock), so SQLite's own locks can be
-            # exclusive: no shared-memory index next to the WAL, which also means
-            # no mmap'd file to fault on when the disk fills.
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if self.readonly:
+                return conn
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise BusUnavailable(f"{self.path}: cannot use WAL journal (got {mode})")
@@ -285,6 +318,8 @@ class SqliteLog:
     def _transaction(self, work: Iterable[tuple[str, Sequence[object]]]) -> None:
         """Run statements in one write transaction, committed (fsync'd) or rolled
         back as a whole; failures translated."""
+        if self.readonly:
+            raise BusUnavailable(f"{self.path}: opened read-only (another process owns it)")
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -370,6 +405,14 @@ class SqliteLog:
         if before < end:
             oldest = self.read(tp, before, 1)[0].timestamp
         return PartitionState(before, end, size - removed, oldest)
+
+    def free_bytes(self) -> int:
+        """Bytes available to us on the log's file system."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError as err:
+            raise translate(err, self.path) from err
+        return st.f_bavail * st.f_frsize
 
     def quick_check(self) -> list[str]:
         """``PRAGMA quick_check``'s findings (``["ok"]`` when sound)."""

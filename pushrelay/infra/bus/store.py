@@ -25,14 +25,16 @@ from typing import TypeVar
 
 from pushrelay.infra.bus.api import BusError, BusUnavailable, Record, RecordRejected, TopicPartition
 from pushrelay.infra.bus.sqlitelog import (
+    DiskFull,
     Entry,
     PartitionState,
     SqliteLog,
     StoreLocked,
+    StoreUnusable,
     record_size,
 )
 
-__all__ = ["Entry", "LogStore", "StoreLocked", "StoreStats"]
+__all__ = ["DiskFull", "Entry", "LogStore", "StoreLocked", "StoreStats", "StoreUnusable"]
 
 T = TypeVar("T")
 
@@ -64,11 +66,12 @@ class LogStore:
       their offsets (consecutive per partition, in the order given); it raises
       :class:`BusUnavailable` (retriable) when the disk is full or the log holds
       ``max_bytes`` already, :class:`RecordRejected` when the request alone is
-      larger than ``max_bytes``. A failed append wrote nothing.
+      larger than ``max_bytes``. A failed append was rolled back (should the
+      commit's own fsync fail, it may still be there: a duplicate at worst).
     * Offsets are never reused: pruning removes a partition's oldest records,
       :meth:`end_offset` keeps counting.
-    * One open store per directory (a ``flock``): a second gets
-      :class:`StoreLocked` naming the holder's pid. A file that is not a
+    * One owner per directory (a ``flock``): a second gets :class:`StoreLocked`
+      naming the holder's pid; ``readonly`` stores read beside it. A file that is not a
       sound pushrelay log of this schema version is :class:`BusCorrupt`
       (naming it), never re-created.
     * :meth:`open` and :meth:`close` are idempotent; :meth:`close` lets the
@@ -77,11 +80,15 @@ class LogStore:
     """
 
     def __init__(self, directory: str | Path, *, max_bytes: int, filename: str = "log.db",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
+        """``readonly``: read beside the process that owns the directory (no lock
+        taken; appends, commits and prunes are :class:`BusUnavailable`; offsets,
+        commits and stats are those of the moment of :meth:`open`)."""
         self.path = Path(directory) / filename
         self.max_bytes = max_bytes
+        self.readonly = readonly
         self._clock = clock
-        self._db = SqliteLog(self.path)
+        self._db = SqliteLog(self.path, readonly=readonly)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
@@ -95,7 +102,8 @@ class LogStore:
         self._changed: dict[TopicPartition, asyncio.Condition] = {}
         #: Append transactions committed since open (each is one fsync'd commit).
         self.transactions = 0
-        #: The error of the last append transaction, None once one succeeds.
+        #: Why the last append transaction failed; None once any write (append,
+        #: commit, prune) succeeds again.
         self.last_write_error: BusError | None = None
 
     # ---- lifecycle -----------------------------------------------------------
@@ -114,6 +122,9 @@ class LogStore:
             try:
                 loaded = await asyncio.get_running_loop().run_in_executor(executor, self._db.open)
             except BaseException:
+                # Cancelled meanwhile, the open may still succeed on the thread:
+                # close after it (the one thread runs jobs in order), then let it go.
+                executor.submit(self._db.close)
                 executor.shutdown(wait=False)
                 raise
             self._executor = executor
@@ -156,17 +167,26 @@ class LogStore:
     async def append(self, records: Sequence[Entry]) -> list[int]:
         """Append ``(topic, partition, key, value)`` records; their offsets, once
         durable. All of them or none (see the class contract)."""
+        return await self.submit(records)
+
+    def submit(self, records: Sequence[Entry]) -> asyncio.Future[list[int]]:
+        """:meth:`append` without waiting: queue the records now (so the order of
+        calls is the order of offsets) and return the future of their offsets.
+        Raises at once what :meth:`append` raises before queuing."""
         if not self._open or self._closing:
             raise BusUnavailable(f"{self.path}: the log is closed")
+        if self.readonly:
+            raise BusUnavailable(f"{self.path}: opened read-only (another process owns it)")
         size = sum(record_size(key, value) for _, _, key, value in records)
         if size > self.max_bytes:
             raise RecordRejected(f"{size} bytes in one append, more than the log's bound "
                                  f"({self.max_bytes})")
-        if not records:
-            return []
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Append(records, size, done))
-        return await done
+        if not records:
+            done.set_result([])
+        else:
+            self._queue.put_nowait(_Append(records, size, done))
+        return done
 
     async def _write_loop(self) -> None:
         """The one writer: each turn commits every append waiting at that moment
@@ -228,13 +248,15 @@ class LogStore:
                 if not request.done.done():
                     request.done.set_exception(err)
             return
-        except BaseException as err:  # a bug: every caller sees it, the writer lives on
+        except Exception as err:  # noqa: BLE001 - a bug: every caller sees it, the writer lives on
             for request, _ in accepted:
                 if not request.done.done():
                     request.done.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
             return
+        except BaseException:  # cancelled: the outcome is unknown to us, so to them
+            for request, _ in accepted:
+                request.done.cancel()
+            raise
         self.transactions += 1
         self.last_write_error = None
         self._partitions.update(after)
@@ -301,8 +323,13 @@ class LogStore:
         if not offsets:
             return
         await self._call(self._db.commit, group, offsets)
+        self.last_write_error = None
         for tp, offset in offsets.items():
             self._commits[(group, tp)] = offset
+
+    def groups(self, topic: str) -> set[str]:
+        """The groups that have committed on some partition of ``topic``."""
+        return {group for group, tp in self._commits if tp.topic == topic}
 
     def committed(self, group: str, tp: TopicPartition) -> int | None:
         """``group``'s last commit on ``tp``, None when it never committed there."""
@@ -334,6 +361,7 @@ class LogStore:
                 if cutoff <= state.start_offset:
                     continue
                 self._partitions[tp] = new = await self._call(self._db.truncate, tp, cutoff)
+                self.last_write_error = None
                 deleted += new.start_offset - state.start_offset
         return deleted
 
@@ -350,6 +378,10 @@ class LogStore:
     def total_bytes(self) -> int:
         """Keys + values of every stored record (what ``max_bytes`` bounds)."""
         return sum(state.bytes for state in self._partitions.values())
+
+    async def free_bytes(self) -> int:
+        """Bytes available on the log's file system (``statvfs``, on the store's thread)."""
+        return await self._call(self._db.free_bytes)
 
     async def quick_check(self) -> list[str]:
         """SQLite's ``PRAGMA quick_check`` on the open log (``["ok"]`` when sound)."""
