@@ -68,7 +68,7 @@ def translate(error: BaseException, *, produce: bool = False, commit: bool = Fal
     * on a commit, ``CommitFailedError`` / ``IllegalStateError`` (the partitions
       went to another member) → :class:`CommitRefused`;
     * on a send, an error aiokafka marks non-retriable (``MessageSizeTooLarge``,
-      an unknown or unauthorized topic) → :class:`RecordRejected`;
+      an unauthorized topic) → :class:`RecordRejected`;
     * any other retriable ``KafkaError`` → :class:`BusUnavailable`; any other
       non-retriable one → a :class:`BusError` with ``retriable`` False.
     """
