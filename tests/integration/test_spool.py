@@ -189,6 +189,7 @@ async def test_outage_restart_drain_in_order_and_routed(
     path = await project_with_receiver(kube, namespace)
     await create_warehouse(kube, namespace, "wh-a", REPOS[0])
     posted: list[tuple[str, str, bool]] = []  # (repo, delivery, spooled)
+    drained = sample("pushrelay_spool_drained_total")
 
     async def post_one(port: int | None) -> bool:
         """One push (alternating repositories, a new tag each): whether it was spooled."""
@@ -232,6 +233,9 @@ async def test_outage_restart_drain_in_order_and_routed(
         await asyncio.to_thread(kafka_later.start)
         await post_until_direct(second.port)
         assert not second.crashed.is_set()
+    spooled_count = sum(1 for *_, spooled in posted if spooled)
+    assert sample("pushrelay_spool_drained_total") - drained >= spooled_count
+    assert sample("pushrelay_spool_depth") == 0
 
     bus = KafkaBus(settings)
     records = await bus.read_topic(settings.push_topic)
@@ -244,7 +248,7 @@ async def test_outage_restart_drain_in_order_and_routed(
     for repo in REPOS:  # per-key order across spooled, restarted and direct pushes
         mine = [d for r, d, _ in posted if r == repo]
         assert [d for d in seen if d in set(mine)] == mine
-    assert sum(1 for *_, spooled in posted if spooled) >= 5
+    assert spooled_count >= 7
     assert any(not spooled for *_, spooled in posted)
 
     # Routed: the router turns the forwarded pushes into refresh requests.
