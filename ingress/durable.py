@@ -43,10 +43,6 @@ class DurablePublisher:
         self._direct = direct
         self._spool = spool
 
-    @property
-    def spool(self) -> Spool | None:
-        return self._spool
-
     async def publish(self, event: PushEvent) -> Spooled | None:
         spool = self._spool
         if spool is None:

@@ -113,8 +113,12 @@ class IngressService(ServiceBase):
 
     def _readiness(self) -> str | None:
         """Receivers loaded, and Kafka connected — unless a spool takes the pushes
-        (then an outage is :meth:`_degraded`, not unready: docs/bus.md)."""
-        publisher = self.publisher.readiness() if self.spool is None else None
+        (then an outage is :meth:`_degraded`, not unready: docs/bus.md). Not ready
+        when neither takes them (Kafka down and the spool refusing: full, too old,
+        disk full): pushes would get 503 here as they would without a spool."""
+        publisher = self.publisher.readiness()
+        if self.spool is not None and publisher is not None:
+            publisher = f"{publisher}; {self.spool.refused}" if self.spool.refused else None
         reasons = [r for r in (self.registry.readiness(), publisher) if r]
         return "; ".join(reasons) or None
 

@@ -121,6 +121,8 @@ class Spool:
         self._appending = 0
         #: Why the last event was spooled (the publish error), for the degraded note.
         self.cause: str | None = None
+        #: Why the last append was refused, until one succeeds or records drain.
+        self.refused: str | None = None
 
     @classmethod
     def in_directory(cls, settings: IngressSettings) -> Spool:
@@ -175,20 +177,18 @@ class Spool:
         value = encode(event)
         refused = self._bounds.refusal(self.state(), len(value), self._clock())
         if refused is not None:
-            metrics.spool_refused.labels(refused.reason).inc()
-            raise refused
+            raise self._refuse(refused)
         self._appending += 1
         try:
             await self._store.append([(TOPIC, PARTITION, event.key, value)])
         except BusError as exc:
             # Concurrent appends all passed the check above: the store's bound is "full".
             full = self.state().stored_bytes + len(value) > self._bounds.max_bytes
-            refused = SpoolRefused("full" if full else "unavailable",
-                                   str(exc) or type(exc).__name__)
-            metrics.spool_refused.labels(refused.reason).inc()
-            raise refused from exc
+            raise self._refuse(SpoolRefused("full" if full else "unavailable",
+                                            str(exc) or type(exc).__name__)) from exc
         finally:
             self._appending -= 1
+        self.refused = None
         if self._oldest is None:
             self._oldest = self._clock()
         if cause is not None:
@@ -209,6 +209,7 @@ class Spool:
         """Every record below ``next_offset`` is in Kafka (or dead-lettered)."""
         await self._store.commit(GROUP, {TP: next_offset})
         self._committed = next_offset
+        self.refused = None  # room, or a younger oldest event: worth trying again
         await self._find_oldest()
         self.export_metrics()
 
@@ -219,6 +220,11 @@ class Spool:
         return removed
 
     # ---- internals ---------------------------------------------------------------------
+    def _refuse(self, refused: SpoolRefused) -> SpoolRefused:
+        metrics.spool_refused.labels(refused.reason).inc()
+        self.refused = str(refused)
+        return refused
+
     def _end(self) -> int:
         return self._store.end_offset(TOPIC, PARTITION) if self._open else 0
 

@@ -166,8 +166,13 @@ async def test_spool_full_or_too_old_is_503(
         status, body, headers = await post(http, service.port, path, big)
         assert status == 503 and headers["Retry-After"] == "30" and "error" in body
         assert sample("pushrelay_spool_refused_total", reason="full") - full == 1
+        # Kafka down and the spool refusing: no replica should get pushes it can't take.
+        status, body = await readyz(http, service.health_port)
+        assert status == 503 and "spool full" in body["reasons"]["ingress"], body
         status, _, _ = await post(http, service.port, path, push(REPOS[0]))  # still room
         assert status == 202
+        status, body = await readyz(http, service.health_port)
+        assert status == 200 and "spooling" in body["degraded"]["ingress"]
 
         async def refused_too_old() -> bool:  # the oldest spooled push turns 3 s old
             status, _, headers = await post(http, service.port, path, push(REPOS[0]))
@@ -176,7 +181,7 @@ async def test_spool_full_or_too_old_is_503(
         assert sample("pushrelay_spool_refused_total", reason="too_old") - too_old >= 1
         assert service.spool is not None and service.spool.state().depth >= 2
         status, body = await readyz(http, service.health_port)
-        assert status == 200 and "spooling" in body["degraded"]["ingress"]
+        assert status == 503 and "spool too old" in body["reasons"]["ingress"], body
 
 
 # ---- a real outage: spool, restart, drain in order, route ----------------------------

@@ -105,6 +105,9 @@ async def test_refused_beyond_size_and_age(tmp_path: Path, clock: Clock) -> None
             await spool.append(big)
         assert refused.value.reason == "full"
         assert spool.state().depth == 1  # nothing refused was written
+        assert spool.refused is not None and spool.refused.startswith("spool full: ")
+        await spool.append(event())  # a small one still fits
+        assert spool.refused is None
         clock.now += 61
         with pytest.raises(SpoolRefused) as refused:
             await spool.append(event())
