@@ -21,6 +21,7 @@ from ingress.spool import Spooled
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent
 from pushrelay.core.receivers import Owner, Receiver, receiver_path
+from pushrelay.infra.lifecycle import ServiceBase
 from pushrelay.infra.runtime import HealthServer
 from pushrelay.infra.settings import IngressSettings
 
@@ -288,3 +289,44 @@ async def test_health_server_serves_readiness_metrics_and_openapi(harness: Harne
         assert "pushrelay_ingress_received_total" in text and HASH not in text
     finally:
         await server.stop()
+
+
+class NoteService(ServiceBase):
+    """A running service whose readiness and degraded note the test sets."""
+
+    name = "ingress"
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.not_ready: str | None = None
+        self.note: str | None = None
+
+    def _readiness(self) -> str | None:
+        return self.not_ready
+
+    def _degraded(self) -> str | None:
+        return self.note
+
+
+async def test_readyz_stays_200_and_carries_the_degraded_note(harness: Harness) -> None:
+    service = NoteService()
+    await service.start()
+    server = HealthServer([service], "127.0.0.1", 0)
+    await server.start()
+
+    async def readyz() -> tuple[int, Any]:
+        async with harness.session.get(f"http://127.0.0.1:{server.port}/readyz") as resp:
+            return resp.status, await resp.json()
+    try:
+        assert await readyz() == (200, {"status": "ready"})
+        service.note = "spooling: Kafka unavailable (timed out); 120 events, oldest 35 s"
+        assert await readyz() == (200, {"status": "ready", "degraded": {
+            "ingress": "spooling: Kafka unavailable (timed out); 120 events, oldest 35 s"}})
+        service.not_ready = "producer not connected; spool full: 1 of 1 bytes used"
+        status, body = await readyz()
+        assert status == 503 and "degraded" not in body
+        assert body["reasons"] == {"ingress": service.not_ready}
+    finally:
+        await server.stop()
+        await service.stop()
+    assert service.degraded() is None  # only a running service is degraded
