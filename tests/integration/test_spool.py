@@ -27,6 +27,7 @@ from ingress.spool import GROUP, TOPIC, TP
 from pushrelay.core.deliveries import fold
 from pushrelay.core.events import decode_push, decode_refresh
 from pushrelay.infra import metrics
+from pushrelay.infra.bus.api import BusCorrupt, BusError
 from pushrelay.infra.bus.kafka import KafkaBus
 from pushrelay.infra.bus.store import LogStore
 from pushrelay.infra.deliveries import read_facts
@@ -291,9 +292,14 @@ async def test_corrupt_spool_is_a_clear_start_error(
     from ingress.service import create
 
     service = create(settings)
-    with pytest.raises(Exception, match="spool.db"):
+    with pytest.raises(BusCorrupt, match="spool.db"):
         await service.start()
     assert (spool_dir / "spool.db").read_bytes() == junk  # never emptied
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("x")
+    with pytest.raises(BusError, match="a-file"):
+        await create(spool_settings(devstack_env, topic_prefix, not_a_dir,
+                                    f"127.0.0.1:{procs.free_port()}")).start()
 
     proc = spawn_ingress(devstack_env, topic_prefix, spool_dir, tmp_path / "corrupt.log").proc
     code = await asyncio.to_thread(proc.wait, 120)
