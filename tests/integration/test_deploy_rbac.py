@@ -42,7 +42,7 @@ from tests.integration.conftest import eventually
 from tests.rbac_expectations import ALLOWED, KARGO
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
 NS = "pushrelay"
 FIELD_MANAGER = "pushrelay-test"
 SERVICES = ("ingress", "router", "refresher")
@@ -511,7 +511,7 @@ async def test_refresher_may_change_only_the_refresh_annotation(
     deployed: list[dict[str, Any]], sa_clients: dict[str, ApiClient], kube: ApiClient,
     project: Project,
 ) -> None:
-    """RBAC allows any patch; deploy/refresher-guard.yaml narrows it to one annotation."""
+    """RBAC allows any patch; deploy/base/refresher-guard.yaml narrows it to one annotation."""
     api, ns = sa_clients["refresher"], project.namespace
     path = f"{KARGO_API}/namespaces/{ns}/warehouses/{project.warehouse}"
     merge = "application/merge-patch+json"
