@@ -22,10 +22,10 @@ import copy
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
