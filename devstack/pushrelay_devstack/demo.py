@@ -7,6 +7,11 @@ ready-to-paste ``curl``, sends one Quay push, and shows the Warehouse's refresh
 annotation changing and the delivery's outcome. ``--once`` stops after that;
 otherwise it keeps serving until Ctrl-C, then removes the sample and stops what
 it started.
+
+``--embedded`` runs the same demo on the embedded bus (``PUSHRELAY_BUS=embedded``,
+docs/bus.md): the three services' events go through a SQLite log in
+``<devstack state>/demo/embedded`` instead of Kafka. The devstack still brings
+its Kafka up (the shared stack is one unit); the demo never connects to it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import shlex
 import signal
 import socket
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -219,6 +226,27 @@ async def show_delivery(settings: Settings, delivery: str | None) -> None:
         f"(matched {', '.join(row.matched)}; see `pushrelay deliveries`)")
 
 
+def embedded_data_dir(state_dir: Path) -> Path:
+    """Where ``demo --embedded`` keeps its log: under the devstack's state directory."""
+    return state_dir / "demo" / "embedded"
+
+
+def demo_settings(env: Mapping[str, str], port: int, *, embedded: bool,
+                  data_dir: Path) -> Settings:
+    """The demo's settings: the devstack's API server (``env`` is what ``Devstack.up``
+    returns), the ingress on ``port`` of 127.0.0.1; with ``embedded`` the embedded bus
+    in ``data_dir`` and no Kafka setting at all, else the devstack's Kafka."""
+    bus: dict[str, Any] = (
+        {"bus": "embedded", "data_dir": str(data_dir)} if embedded
+        else {"bus": "kafka", "kafka_bootstrap": env["PUSHRELAY_KAFKA_BOOTSTRAP"]})
+    return Settings(
+        **bus, kubeconfig=env["KUBECONFIG"],
+        ingress_host="127.0.0.1", ingress_port=port, base_url=f"http://127.0.0.1:{port}",
+        write_status=True, log_level="WARNING", log_format="text",
+        refresh_min_interval=1.0,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from pushrelay_devstack.stack import Devstack
 
@@ -230,12 +258,12 @@ def _run(args: argparse.Namespace) -> int:
     say(f"  devstack ready: KUBECONFIG={env['KUBECONFIG']} "
         f"PUSHRELAY_KAFKA_BOOTSTRAP={env['PUSHRELAY_KAFKA_BOOTSTRAP']}")
     port = free_port(args.port)
-    settings = Settings(
-        kafka_bootstrap=env["PUSHRELAY_KAFKA_BOOTSTRAP"], kubeconfig=env["KUBECONFIG"],
-        ingress_host="127.0.0.1", ingress_port=port, base_url=f"http://127.0.0.1:{port}",
-        write_status=True, log_level="WARNING", log_format="text",
-        refresh_min_interval=1.0,
-    )
+    data_dir = embedded_data_dir(stack.paths.root)
+    settings = demo_settings(env, port, embedded=args.embedded, data_dir=data_dir)
+    if args.embedded:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        say(f"• embedded bus: the events go through a SQLite log in {data_dir}, "
+            "not through Kafka (the devstack's Kafka stays unused)")
     logs.configure(settings.log_level, settings.log_format)
     log_deprecations(settings)
     install_event_loop_policy()
@@ -255,4 +283,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--port", type=int, default=8080, help="ingress port (if free)")
     parser.add_argument("--keep-devstack", action="store_true",
                         help="leave the devstack running afterwards")
+    parser.add_argument("--embedded", action="store_true",
+                        help="all-in-one on the embedded bus (PUSHRELAY_BUS=embedded, a log "
+                             "under the devstack's state directory) instead of Kafka")
     parser.set_defaults(func=_run)
