@@ -100,13 +100,17 @@ async def delete_sample(api: ApiClient) -> None:
         await request_json(api, "DELETE", f"/api/v1/namespaces/{PROJECT}")
 
 
-async def wait_for_url(api: ApiClient, within: float = 30.0) -> str:
+async def wait_for_url(api: ApiClient, base_url: str, within: float = 30.0) -> str:
+    """The receiver's URL on this demo's ingress: ``base_url`` + the path in the
+    ProjectConfig's status. (The status's ``url`` may be another writer's: any
+    ingress on a shared devstack with status writing on fills it in with its own
+    base URL, and pushrelay never fights another writer.)"""
     async with asyncio.timeout(within):
         while True:
             config = await get_object(api, PROJECT_CONFIG, PROJECT, PROJECT)
             for receiver in items(config, "status", "webhookReceivers"):
-                if text(receiver, "name") == RECEIVER and text(receiver, "url"):
-                    return text(receiver, "url")
+                if text(receiver, "name") == RECEIVER and text(receiver, "path"):
+                    return base_url.rstrip("/") + text(receiver, "path")
             await asyncio.sleep(0.2)
 
 
@@ -155,7 +159,7 @@ async def demo(settings: Settings, once: bool) -> int:
             for service in services:
                 await service.start()
                 started.append(service)
-            url = await wait_for_url(api)
+            url = await wait_for_url(api, settings.base_url)
             payload = {
                 "name": "app", "repository": "pushrelay-demo/app",
                 "namespace": "pushrelay-demo", "docker_url": REPOSITORY,
