@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import amplification, e2e, ingress, memory, micro, report, router, secrets
+from bench import amplification, cost, e2e, ingress, memory, micro, report, router, secrets
 from bench.common import Context, Section, Sizes, say
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.runtime import install_event_loop_policy
@@ -40,6 +40,7 @@ BENCHES: list[tuple[str, str, Bench]] = [
     ("e2e", "2. End to end: push → annotation", e2e.run),
     ("router", "4. Router throughput (10,000 Warehouses)", router.run),
     ("memory", "5. Memory (10,000 Warehouses, soak)", memory.run),
+    ("cost", "7. Cost per push and at idle (CPU, Kafka messages and requests)", cost.run),
     ("secrets", "6. Ingress start with 2,000 unrelated 100 KB Secrets", secrets.run),
 ]
 KEYS = [key for key, _, _ in BENCHES]

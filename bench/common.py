@@ -24,6 +24,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import kafkacount
 from pushrelay_devstack.procs import free_port
 from pushrelay_devstack.stack import Devstack
 
@@ -109,6 +110,9 @@ class Sizes:
     secrets_namespaces: int = 20
     secrets_bytes: int = 100_000
     secrets_runs: int = 3
+    cost_idle_seconds: float = 60.0
+    cost_rate: float = 150.0
+    cost_seconds: float = 30.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -117,7 +121,8 @@ class Sizes:
         return cls(wrk_rounds=1, wrk_round_seconds=3.0, fixed_seconds=3.0, amp_pushes=200,
                    amp_warehouses=10, e2e_seconds=8.0, e2e_baseline_seconds=4.0,
                    index_namespaces=4, index_per_namespace=100, router_events=2_000,
-                   soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1)
+                   soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1,
+                   cost_idle_seconds=10.0, cost_seconds=5.0)
 
     @property
     def e2e_warehouses(self) -> int:
@@ -237,13 +242,21 @@ class ServiceProc:
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, *,
                  label: str | None = None, args: list[str] | None = None,
-                 wrapper: list[str] | None = None) -> None:
+                 wrapper: list[str] | None = None, public: bool | None = None,
+                 count_kafka: bool = False) -> None:
+        """``public``: the module serves a public port beside its health port (default:
+        only ``ingress``); ``count_kafka``: run it under :mod:`bench.kafkacount`
+        (read with :meth:`kafka_requests`)."""
         self.module = module
         self.label = label or module
         self.port = free_port()
         self.health_port = self.port
         self.env = dict(env)
-        if module == "ingress":
+        self.counts_path: Path | None = None
+        if count_kafka:
+            self.counts_path = log_dir / f"{self.label}.kafka-requests.json"
+            self.env[kafkacount.ENV] = str(self.counts_path)
+        if module == "ingress" if public is None else public:
             self.health_port = free_port()
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
             self.env["PUSHRELAY_BASE_URL"] = f"http://127.0.0.1:{self.port}"
@@ -271,7 +284,8 @@ class ServiceProc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.wrapper, sys.executable, "-m", self.module, *self.args,
+                *self.wrapper, sys.executable, "-m",
+                *(["bench.kafkacount"] if self.counts_path else []), self.module, *self.args,
                 env=self.env, cwd=str(REPO_ROOT), stdout=log, stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL)
         self.started_at = time.monotonic()
@@ -305,6 +319,19 @@ class ServiceProc:
         async with aiohttp.ClientSession() as http, http.get(
                 f"{self.health_base}/metrics", timeout=aiohttp.ClientTimeout(total=10)) as resp:
             return parse_metrics(await resp.text())
+
+    async def kafka_requests(self, within: float = 30.0) -> dict[str, int]:
+        """Kafka requests this process sent so far, by kind (``count_kafka`` only)."""
+        assert self.counts_path is not None and self.proc is not None
+        seq, _ = kafkacount.read(self.counts_path)
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            now_seq, counts = kafkacount.read(self.counts_path)
+            if now_seq > seq:
+                return counts
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.label}: no Kafka request counts within {within:.0f}s")
 
     def rss(self) -> tuple[int, int]:
         return rss_kib(self.pid) if self.proc is not None else (0, 0)
