@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import profiling
 from bench.cluster import payload
 from bench.common import Context, Section, ServiceProc, cpu_seconds, infra_cpu, ratio, say
 from bench.e2e import BURST, CONCURRENCY, QPS
@@ -186,6 +187,16 @@ async def run(ctx: Context, section: Section) -> None:
         bench_cpu = cpu_seconds(os.getpid()) - bench0
         req = {m: _kinds(_delta(await p.kafka_requests(), req0[m])) for m, p in procs.items()}
         msgs = _delta(await offsets.read(), off0)
+        scraped = await procs["ingress"].metrics()
+        if scraped.get("pushrelay_ingress_publish_seconds_count"):
+            section.add("mean Kafka ack wait of the ingress (whole run)",
+                        scraped["pushrelay_ingress_publish_seconds_sum"]
+                        / scraped["pushrelay_ingress_publish_seconds_count"] * 1000, "ms",
+                        note="pushrelay_ingress_publish_seconds")
+        if ctx.profile:  # after the counted run: sampling costs CPU on a small machine
+            await profiling.record(ctx, {f"cost-{m}": p.pid for m, p in procs.items()},
+                                   sizes.cost_seconds,
+                                   _load(ctx, procs["ingress"].port, bodies))
     finally:
         await asyncio.gather(*(p.stop() for p in procs.values()), return_exceptions=True)
         await offsets.stop()
