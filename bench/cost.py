@@ -10,7 +10,7 @@ and counts are robust on a busy machine, where latencies are not.
 2. **Per push.** ``cost_rate`` pushes/s for ``cost_seconds`` (open loop,
    round-robin over the e2e Warehouses, each push a leading-edge refresh),
    then until every push's Warehouse was patched (the refresher's counter) and
-   the deliveries topic is still: CPU µs per accepted push of each process
+   the deliveries topic is still: CPU µs per published push of each process
    and of the broker, messages per push on each topic (end offsets before and
    after, all partitions) and Kafka requests per push of each process, by
    kind (client side: :mod:`bench.kafkacount`).
@@ -170,9 +170,10 @@ async def run(ctx: Context, section: Section) -> None:
         sequence[0] += result.sent
         accepted = sum(n for s, n in result.statuses.items() if 200 <= s < 300)
 
-        async def patched() -> bool:
+        async def patched() -> bool:  # every published push's Warehouse patched
             done = (await procs["refresher"].metrics()).get("pushrelay_refresher_patched_total", 0)
-            return done - patched0 >= accepted
+            published = (await offsets.read())["push-events"] - off0["push-events"]
+            return done - patched0 >= max(accepted, published)
         if not await _until(patched, 60.0):
             section.notes.append("not every push was patched within 60 s of the run")
         last = [-1]
@@ -202,9 +203,12 @@ async def run(ctx: Context, section: Section) -> None:
         await offsets.stop()
 
     base = await _baseline(ctx, bodies, sequence)
-    n = max(accepted, 1)
-    section.add("pushes accepted (2xx)", accepted, "", baseline=base.accepted,
-                note=f"of {result.sent}; achieved {result.rate:.0f}/s")
+    # Per push = per event the ingress published: on a starved machine some 202s
+    # arrive after the load generator's timeout, but their work was done all the same.
+    n = max(int(msgs["push-events"]), 1)
+    section.add("pushes published (push events)", n, "", baseline=base.n,
+                note=f"of {result.sent} sent; {accepted} answered 2xx in time; "
+                     f"achieved {result.rate:.0f}/s")
     total = sum(cpu.values())
     for m in SERVICES:
         row_base = base.cpu / base.n * 1e6 if m == "ingress" else None
@@ -249,9 +253,9 @@ async def _load_warm(ctx: Context, port: int, bodies: Callable[[int], bytes],
 
 @dataclass
 class Baseline:
-    """The minimal app's run: totals over ``n`` accepted pushes."""
+    """The minimal app's run: totals over ``n`` published pushes."""
 
-    accepted: int
+    published: int
     cpu: float
     kafka: float
     messages: float
@@ -259,7 +263,7 @@ class Baseline:
 
     @property
     def n(self) -> int:
-        return max(self.accepted, 1)
+        return max(self.published, 1)
 
 
 async def _baseline(ctx: Context, bodies: Callable[[int], bytes],
@@ -287,5 +291,4 @@ async def _baseline(ctx: Context, bodies: Callable[[int], bytes],
     finally:
         await proc.stop()
         await offsets.stop()
-    accepted = sum(n for s, n in result.statuses.items() if 200 <= s < 300)
-    return Baseline(accepted, cpu, kafka, sum(msgs.values()), req)
+    return Baseline(int(msgs["push-events"]), cpu, kafka, sum(msgs.values()), req)

@@ -36,8 +36,15 @@ _VERSION = re.compile(r"_v\d+$")
 counts: collections.Counter[str] = collections.Counter()
 
 
+_kinds: dict[type, str] = {}
+
+
 def _kind(request: Any) -> str:
-    return _VERSION.sub("", type(request).__name__).removesuffix("Request")
+    cls = type(request)
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kinds[cls] = _VERSION.sub("", cls.__name__).removesuffix("Request")
+    return kind
 
 
 def install() -> None:
