@@ -28,7 +28,7 @@ from ingress.openapi import openapi_route
 from ingress.publisher import Publisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
 from ingress.spool import Spool
-from pushrelay.core.deliveries import DeliveryFact
+from pushrelay.core.deliveries import DeliveryFact, recorded
 from pushrelay.core.receivers import Receiver
 from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.bus.kafka import KafkaBus
@@ -85,8 +85,11 @@ class IngressService(ServiceBase):
         self._health_server: HealthServer | None = None
 
     def _on_delivery(self, fact: DeliveryFact, receiver: Receiver) -> None:
-        """Record the outcome for `pushrelay deliveries` and as an Event on the config."""
-        self.deliveries.record(fact)
+        """Record the outcome for `pushrelay deliveries` (an ordinary *accepted* is
+        recorded by the push event itself: no message of its own) and as an Event
+        on the config."""
+        if recorded(fact):
+            self.deliveries.record(fact)
         if self._recorder is None:
             return
         kind = "test notification" if fact.test_notification else "push"

@@ -9,6 +9,13 @@ Warehouse. Facts are keyed ``<delivery>/<stage>[/<warehouse>]`` so each one
 survives compaction of the deliveries topic on its own; :func:`fold` turns
 facts, in any order, back into :class:`Delivery` rows. Pure: the Kafka side is
 :mod:`pushrelay.infra.deliveries`.
+
+An ordinary *accepted* is not a message of its own: the push event on the
+push-events topic says it (:func:`accepted_from_event`), and the router's
+*matched* fact repeats what the row needs (``received_at``, repository, tags)
+for when the event is gone (retention, or the embedded log's pruning of what
+every group consumed). The ingress records an *accepted* fact only when the
+event cannot tell: a Quay test notification (:func:`recorded`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pushrelay.core.events import now
+from pushrelay.core.events import PushEvent, now
 
 Outcome = Literal["accepted", "spooled", "rejected", "matched", "refreshed", "dropped",
                   "failed"]
@@ -49,6 +56,9 @@ class DeliveryFact(BaseModel):
     #: ingress ``accepted`` by the spool's forwarder: when the push was spooled
     #: (the ``spooled`` fact shares this fact's key, so compaction keeps only this one).
     spooled_at: datetime | None = None
+    #: router: when the ingress received the push (the event's ``received_at``),
+    #: so the row keeps its time once the event and its accepted fact are gone.
+    received_at: datetime | None = None
 
     @property
     def key(self) -> bytes:
@@ -149,6 +159,10 @@ def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
             row.subscriptions, row.match_reason = fact.subscriptions, fact.reason
             row.receiver = row.receiver or fact.receiver
             row.project = row.project or fact.project
+            if fact.delivery not in ingress:  # the accepted fact/event is gone (or later)
+                row.received_at = row.received_at or fact.received_at
+                row.repository = row.repository or fact.repository
+                row.tags = row.tags or list(fact.tags)
         elif fact.outcome == "refreshed":
             row.refreshed = sorted(set(row.refreshed) | set(fact.warehouses))
         else:
@@ -173,6 +187,22 @@ def _newest_first(rows: Iterable[Delivery]) -> list[Delivery]:
     def when(row: Delivery) -> float:
         return row.received_at.timestamp() if row.received_at else 0.0
     return sorted(rows, key=when, reverse=True)
+
+
+def recorded(fact: DeliveryFact) -> bool:
+    """Whether the ingress sends ``fact`` to the deliveries topic: every outcome but
+    an ordinary *accepted*, which the push event itself records (module docstring)."""
+    return fact.outcome != "accepted" or fact.test_notification or fact.spooled_at is not None
+
+
+def accepted_from_event(event: PushEvent) -> DeliveryFact | None:
+    """The *accepted* fact a push event stands for (None: not from a delivery)."""
+    if not event.delivery:
+        return None
+    return DeliveryFact(
+        delivery=event.delivery, stage="ingress", outcome="accepted", at=event.received_at,
+        receiver=event.receiver, project=event.scope.project, repository=event.repository,
+        tags=list(event.tags))
 
 
 def parse_fact(raw: bytes | None) -> DeliveryFact | None:

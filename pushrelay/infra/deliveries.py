@@ -1,8 +1,9 @@
 """Delivery visibility on the bus: facts onto the deliveries topic, and read back.
 
 Every stage appends facts (:class:`pushrelay.core.deliveries.DeliveryFact`)
-about a delivery to the compacted ``deliveries`` topic;
-:func:`read_deliveries` reads them and folds them into one row per delivery.
+about a delivery to the compacted ``deliveries`` topic (an ordinary *accepted*
+is the push event itself, on the push-events topic);
+:func:`read_deliveries` reads both and folds them into one row per delivery.
 The record lives on the bus, so it survives restarts and is the same whichever
 replica handled the delivery.
 
@@ -18,7 +19,14 @@ import logging
 import zlib
 from collections.abc import Callable
 
-from pushrelay.core.deliveries import Delivery, DeliveryFact, fold, parse_fact
+from pushrelay.core.deliveries import (
+    Delivery,
+    DeliveryFact,
+    accepted_from_event,
+    fold,
+    parse_fact,
+)
+from pushrelay.core.events import InvalidEvent, decode_push
 from pushrelay.infra.bus.api import Bus, Producer
 from pushrelay.infra.settings import CommonSettings
 
@@ -97,9 +105,21 @@ class DeliveryLog:
 
 async def read_facts(bus: Bus, settings: CommonSettings,
                      max_wait: float = 10.0) -> list[DeliveryFact]:
-    """Every fact on the deliveries topic (nothing committed; unreadable ones skipped)."""
-    records = await bus.read_topic(settings.deliveries_topic, max_wait)
-    return [fact for record in records if (fact := parse_fact(record.value)) is not None]
+    """Every fact on the deliveries topic, and the *accepted* fact of every push
+    event still on the push-events topic (nothing committed; unreadable records
+    skipped: a foreign producer's event is no delivery of ours)."""
+    records, events = await asyncio.gather(
+        bus.read_topic(settings.deliveries_topic, max_wait),
+        bus.read_topic(settings.push_topic, max_wait))
+    facts = [fact for record in records if (fact := parse_fact(record.value)) is not None]
+    for record in events:
+        try:
+            fact = accepted_from_event(decode_push(record.value))
+        except InvalidEvent:
+            continue
+        if fact is not None:
+            facts.append(fact)
+    return facts
 
 
 async def read_deliveries(

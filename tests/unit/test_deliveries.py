@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pushrelay.core.deliveries import DeliveryFact, fold, parse_fact
+from pushrelay.core.deliveries import (
+    NO_TAGS,
+    DeliveryFact,
+    accepted_from_event,
+    fold,
+    parse_fact,
+    recorded,
+)
+from pushrelay.core.events import PushEvent, Scope
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -106,3 +114,48 @@ def test_spooled_then_refreshed() -> None:
         fact("d1", "refresher", "refreshed", 62, warehouses=["ns/a"]),
     ])
     assert row.summary() == "refreshed 1/1 (spooled 60 s)"
+
+
+# ---- the accepted fact is the push event ------------------------------------------
+
+def event(delivery: str | None = "d1", tags: list[str] | None = None) -> PushEvent:
+    return PushEvent(received_at=T0, scope=Scope(project="ns"), receiver="r",
+                     repository="quay.io/n/r", repo_urls=["quay.io/n/r"],
+                     tags=["v1"] if tags is None else tags, delivery=delivery)
+
+
+def test_the_event_stands_for_the_accepted_fact() -> None:
+    accepted = accepted_from_event(event())
+    assert accepted is not None
+    [row] = fold([accepted])
+    assert (row.outcome, row.received_at, row.receiver, row.project) == (
+        "accepted", T0, "r", "ns")
+    assert (row.repository, row.tags) == ("quay.io/n/r", ["v1"])
+    assert accepted_from_event(event(delivery=None)) is None  # a producer's event
+
+
+def test_same_rows_from_the_event_as_from_the_ingress_fact() -> None:
+    later = [fact("d1", "router", "matched", 1, warehouses=["ns/a", "ns/b"],
+                  received_at=T0, repository="quay.io/n/r", tags=["v1"]),
+             fact("d1", "refresher", "refreshed", 2, warehouses=["ns/a"])]
+    accepted = accepted_from_event(event())
+    assert accepted is not None
+    old = fact("d1", "ingress", "accepted", 0, receiver="r", project="ns",
+               repository="quay.io/n/r", tags=["v1"])
+    assert fold([accepted, *later]) == fold([old, *later])
+
+
+def test_routed_row_without_its_event_keeps_time_repository_and_tags() -> None:
+    # The event was pruned (embedded log) or expired (Kafka retention, 7 < 14 days).
+    [row] = fold([fact("d1", "router", "matched", 1, warehouses=["ns/a"], receiver="r",
+                       project="ns", received_at=T0, repository="quay.io/n/r", tags=[])])
+    assert (row.received_at, row.repository, row.receiver) == (T0, "quay.io/n/r", "r")
+    assert row.summary() == f"matched 1 warehouses ({NO_TAGS})"
+
+
+def test_ingress_records_only_what_the_event_cannot_say() -> None:
+    assert not recorded(fact("d", "ingress", "accepted"))
+    assert recorded(fact("d", "ingress", "accepted", test_notification=True))
+    assert recorded(fact("d", "ingress", "accepted", spooled_at=T0))
+    for outcome in ("rejected", "spooled", "failed"):
+        assert recorded(fact("d", "ingress", outcome))
