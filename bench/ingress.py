@@ -2,8 +2,10 @@
 
 (a) one ingress process (``python -m ingress``) with the bench devstack's real
 Kafka broker, answering 202 only after ``acks=all``; (b) ``bench.bare``, the
-same framework answering 202 with no work. Both are loaded by wrk with the
-same Quay payload on one receiver path:
+same framework answering 202 with no work; (c) ``bench.minimal``, aiohttp +
+aiokafka producing each body with ``acks=all`` before its 202 (issue 16, goal
+4: the ingress should reach 0.8 of it). All are loaded by wrk with the same
+Quay payload on one receiver path:
 
 * saturation: wrk, 1 thread, ``wrk_connections`` connections, in rounds that
   alternate between (a) and (b) (3 x 10 s each = 30 s per target), so slow
@@ -28,6 +30,8 @@ from bench import profiling
 from bench.cluster import create_projects, payload
 from bench.common import Context, Section, ServiceProc, ratio, say, stop_all
 from bench.load import Pool, RunResult, fixed_rate, post_request
+from pushrelay.infra.bus.kafka import KafkaBus
+from pushrelay.infra.settings import CommonSettings
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post.lua"
 NAMESPACE = "bench-ingress"
@@ -81,29 +85,39 @@ async def run(ctx: Context, section: Section) -> None:
     quiet = ServiceProc("ingress", ctx.service_env(ctx.prefix("ingress-quiet"),
                                                    log_level="WARNING"), logs,
                         label="ingress-warning")
+    # Issue 16, goal 4: the least an acknowledged push costs on this stack.
+    minimal = ServiceProc("bench.minimal", ctx.service_env(ctx.prefix("minimal")), logs,
+                          label="minimal", public=True)
+    await KafkaBus(CommonSettings(kafka_bootstrap=ctx.bootstrap,
+                                  topic_prefix=ctx.prefix("minimal"))).ensure_topics()
     section.settings.update({
         "ingress": "one `python -m ingress` process, defaults (log level INFO, uvloop), "
                    "real Kafka broker (acks=all, idempotent producer)",
         "baseline": "bench.bare: aiohttp, uvloop, reads the body, answers 202 JSON",
         "also": "the same ingress with PUSHRELAY_LOG_LEVEL=WARNING (no per-request log line)",
+        "minimal": "bench.minimal: aiohttp + aiokafka, parses the body, produces it "
+                   "(acks=all, idempotent, no linger), awaits the ack, answers 202",
         "wrk": f"-t1 -c{sizes.wrk_connections}, {sizes.wrk_rounds} alternating rounds of "
                f"{sizes.wrk_round_seconds:g} s per target",
         "fixed rate": f"{sizes.fixed_rate:g} req/s open loop for {sizes.fixed_seconds:g} s "
                       f"per target in {sizes.wrk_rounds + 1} alternating rounds (bench/load.py)",
     })
-    procs = [ingress, bare, quiet]
+    procs = [ingress, bare, quiet, minimal]
     try:
         await asyncio.gather(*(p.start() for p in procs))
         await asyncio.gather(*(p.wait_ready() for p in procs))
-        targets = {"ingress": ingress, "bare": bare, "quiet": quiet}
+        targets = {"ingress": ingress, "bare": bare, "quiet": quiet, "minimal": minimal}
         await _probe(ingress.port, path, body)
         await _probe(quiet.port, path, body)
+        await _probe(minimal.port, path, body)
         for proc in procs:  # warm-up: connections, Kafka metadata, code paths
             await run_wrk(f"{proc.base}{path}", 1, sizes.wrk_connections, body)
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         cpu: dict[str, float] = {name: 0.0 for name in targets}
         for r in range(sizes.wrk_rounds):
-            order = ["bare", "ingress", "quiet"] if r % 2 == 0 else ["quiet", "ingress", "bare"]
+            order = ["bare", "minimal", "ingress", "quiet"]
+            if r % 2:
+                order.reverse()
             for name in order:
                 proc = targets[name]
                 before = proc.cpu()
@@ -150,6 +164,12 @@ async def run(ctx: Context, section: Section) -> None:
     section.add("saturated throughput", a["rps"], "req/s", baseline=b["rps"],
                 ratio=ratio(a["rps"], b["rps"]), target="ratio >= 0.5",
                 met=ratio(a["rps"], b["rps"]) >= 0.5)
+    m = sat["minimal"]
+    section.add("saturated throughput against the minimal aiohttp + aiokafka app", a["rps"],
+                "req/s", baseline=m["rps"], ratio=ratio(a["rps"], m["rps"]),
+                target="ratio >= 0.8", met=ratio(a["rps"], m["rps"]) >= 0.8,
+                note=f"CPU per request {us_per_req['ingress']:.0f} vs "
+                     f"{us_per_req['minimal']:.0f} us")
     q = sat["quiet"]
     section.add("saturated throughput, PUSHRELAY_LOG_LEVEL=WARNING", q["rps"], "req/s",
                 baseline=b["rps"], ratio=ratio(q["rps"], b["rps"]),
