@@ -57,6 +57,7 @@ from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, S
 from pushrelay_devstack import kafka, procs
 from pushrelay_devstack.stack import Devstack
 from tests.faults.plan import Plan
+from tests.faults.quay import QuayPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 RECEIVER = "quay-faults"
@@ -467,6 +468,9 @@ class RefreshTracker:
 
 @dataclass
 class Push:
+    """One delivery attempt as the load generator recorded it; folded per push by
+    :func:`fold` (the accepted attempt, else the last)."""
+
     p: int
     status: int | None
     sent_ns: int
@@ -474,22 +478,48 @@ class Push:
     delivery: str | None
     retry_after: str | None
     error: str | None
+    attempt: int = 0
+    conn: bool = False  # no answer: the connection was refused or dropped
+    retry: bool = False  # (Quay mode) the failure was scheduled for a retry
+    disabled: bool = False  # (Quay mode) the notification was disabled after this answer
+
+
+def fold(attempts: Sequence[Push]) -> list[Push]:
+    """One record per push: its first ``202``'d attempt, else its last attempt."""
+    by_p: dict[int, Push] = {}
+    for a in sorted(attempts, key=lambda a: (a.p, a.attempt)):
+        current = by_p.get(a.p)
+        if current is None or current.status != 202:
+            by_p[a.p] = a
+    return [by_p[p] for p in sorted(by_p)]
 
 
 class LoadGen:
-    """The load generator process; its results once it is done."""
+    """The load generator process; its results once it is done.
+
+    ``quay``: deliver as Quay does (retry after ``quay.retry_after`` s, disable a
+    repository's notification after ``quay.disable_after`` consecutive failures);
+    None: every push is sent once. ``pad_tags``: that many extra 100-character tags
+    per push (big events).
+    """
 
     def __init__(self, url: str, plan: Plan, workdir: Path, rate: float,
-                 duration: float, count: int = 100_000) -> None:
+                 duration: float, count: int = 100_000, quay: QuayPolicy | None = None,
+                 pad_tags: int = 0) -> None:
         self.out = workdir / "pushes.jsonl"
         self.stop_file = workdir / "loadgen.stop"
         self.log = workdir / "loadgen.log"
+        self.quay = quay
         for path in (self.out, self.stop_file):
             path.unlink(missing_ok=True)
         self.argv = [sys.executable, "-m", "tests.faults.loadgen", "--url", url,
                      "--plan", orjson.dumps(plan.as_json()).decode(), "--rate", str(rate),
                      "--count", str(count), "--duration", str(duration),
-                     "--stop-file", str(self.stop_file), "--out", str(self.out)]
+                     "--stop-file", str(self.stop_file), "--out", str(self.out),
+                     "--pad-tags", str(pad_tags)]
+        if quay is not None:
+            self.argv += ["--quay", "--retry-after", str(quay.retry_after),
+                          "--disable-after", str(quay.disable_after)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -498,26 +528,39 @@ class LoadGen:
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT)
 
-    def progress(self) -> list[Push]:
+    def _lines(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        pushes = []
+        lines = []
         for line in self.out.read_bytes().splitlines():
             with contextlib.suppress(ValueError):
-                pushes.append(Push(**orjson.loads(line)))
-        return pushes
+                lines.append(orjson.loads(line))
+        return lines
+
+    def attempts(self) -> list[Push]:
+        """Every delivery attempt recorded so far."""
+        return [Push(**line) for line in self._lines() if "summary" not in line]
+
+    def progress(self) -> list[Push]:
+        """One record per push so far (see :func:`fold`)."""
+        return fold(self.attempts())
+
+    def summary(self) -> dict[str, Any]:
+        """The Quay sender's final state (disabled notifications...); {} before the end."""
+        found = [line["summary"] for line in self._lines() if "summary" in line]
+        return found[-1] if found else {}
 
     def acked(self) -> int:
-        return sum(1 for push in self.progress() if push.status == 202)
+        return sum(1 for push in self.attempts() if push.status == 202)
 
     async def finish(self, within: float = 60) -> list[Push]:
-        """Stop sending, wait for the answers in flight, return every push."""
+        """Stop sending, wait for the answers in flight, return every push (folded)."""
         assert self.proc is not None
         self.stop_file.touch()
         await eventually(lambda: self.proc is not None and self.proc.poll() is not None,
                          within=within, what="load generator exit")
         assert self.proc.returncode == 0, self.log.read_text()[-2000:]
-        return sorted(self.progress(), key=lambda push: push.p)
+        return self.progress()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -562,8 +605,11 @@ class Row:
     scenario: str
     sent: int = 0
     acked: int = 0
-    unavailable: int = 0  # 503 + Retry-After
-    failed: int = 0  # anything else (none expected)
+    unavailable: int = 0  # answers 503 (+ Retry-After), over every attempt
+    failed: int = 0  # attempts answered otherwise, or not within the timeout (none expected)
+    refused: int = 0  # attempts whose connection was refused or dropped (a killed ingress)
+    spooled: int | None = None  # events the ingress spooled (None: no spool in the scenario)
+    disabled: int | None = None  # notifications the Quay sender disabled (None: no Quay mode)
     expected: int = 0  # (push, Warehouse) pairs that must be refreshed after the 202
     warehouses: int = 0  # distinct Warehouses among them
     refreshed: int = 0
@@ -613,11 +659,15 @@ async def settle(tracker: RefreshTracker, pairs: Sequence[Pair], within: float) 
 
 
 def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracker,
-            fault_end_ns: int | None) -> Row:
+            fault_end_ns: int | None, attempts: Sequence[Push] | None = None) -> Row:
+    """Fill ``row`` from the pushes (folded, one per push) and their ``attempts``
+    (every delivery attempt; the pushes themselves when each was sent once)."""
+    attempts = pushes if attempts is None else attempts
     row.sent = len(pushes)
     row.acked = sum(1 for p in pushes if p.status == 202)
-    row.unavailable = sum(1 for p in pushes if p.status == 503)
-    row.failed = row.sent - row.acked - row.unavailable
+    row.unavailable = sum(1 for a in attempts if a.status == 503)
+    row.refused = sum(1 for a in attempts if a.status is None and a.conn)
+    row.failed = sum(1 for a in attempts if a.status not in (202, 503) and not a.conn)
     pairs = pairs_of(plan, pushes)
     row.expected = len(pairs)
     row.warehouses = len({pair.warehouse for pair in pairs})
