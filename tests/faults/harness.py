@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import signal
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,15 +175,23 @@ def base_env() -> dict[str, str]:
             if not k.startswith("PUSHRELAY_") and k != "KUBECONFIG"}
 
 
+#: What each service process runs (``all-in-one``: the three in one process).
+COMMANDS = {"ingress": ["-m", "ingress"], "router": ["-m", "router"],
+            "refresher": ["-m", "refresher"], "all-in-one": ["-m", "pushrelay", "all-in-one"]}
+#: The processes that serve the receivers on a public port of their own.
+PUBLIC = ("ingress", "all-in-one")
+
+
 class ServiceProcess:
-    """One ``python -m <service>``; restarts keep its ports and append to its log."""
+    """One service process (:data:`COMMANDS`); restarts keep its ports and append to
+    its log."""
 
     def __init__(self, service: str, env: dict[str, str], logdir: Path) -> None:
         self.service = service
         self.port = procs.free_port()  # where requests go (the ingress's public port)
-        self.health_port = procs.free_port() if service == "ingress" else self.port
+        self.health_port = procs.free_port() if service in PUBLIC else self.port
         self.env = {**env, "PUSHRELAY_HEALTH_PORT": str(self.health_port)}
-        if service == "ingress":
+        if service in PUBLIC:
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
         self.log = logdir / f"{service}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -198,9 +207,10 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             out.write(f"\n==== start #{self.starts} {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
-            argv = [sys.executable, "-m", self.service]
+            argv = [sys.executable, *COMMANDS[self.service]]
             if os.environ.get("PUSHRELAY_FAULTS_DEBUG") == "1":
-                argv = [sys.executable, "-m", "tests.faults.debugwrap", self.service]
+                argv = [sys.executable, "-m", "tests.faults.debugwrap",
+                        *COMMANDS[self.service][1:]]
             self.proc = subprocess.Popen(
                 argv, cwd=ROOT, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -283,7 +293,12 @@ async def eventually(predicate: Callable[[], Any], within: float, interval: floa
 
 @dataclass
 class Pipeline:
-    """ingress, router, refresher as processes, with one scenario's topics and groups."""
+    """ingress, router, refresher as processes, with one scenario's topics and groups.
+
+    ``data_dir`` set: one ``all-in-one`` process on the embedded bus
+    (``PUSHRELAY_BUS=embedded``, ``PUSHRELAY_DATA_DIR``) instead, with no Kafka
+    (its bootstrap points at a closed port, so any use of Kafka would show).
+    """
 
     name: str
     kafka_bootstrap: str
@@ -291,6 +306,7 @@ class Pipeline:
     logdir: Path
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: f"f{uuid.uuid4().hex[:8]}.")
+    data_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -312,24 +328,34 @@ class Pipeline:
             "PUSHRELAY_REFRESH_MIN_INTERVAL": "2",
             "PYTHONUNBUFFERED": "1",
         }
+        services: tuple[str, ...] = ("ingress", "router", "refresher")
+        if self.data_dir is not None:
+            services = ("all-in-one",)
+            common.update({"PUSHRELAY_BUS": "embedded", "PUSHRELAY_DATA_DIR": str(self.data_dir),
+                           "PUSHRELAY_KAFKA_BOOTSTRAP": f"127.0.0.1:{procs.free_port()}"})
         self.procs: dict[str, ServiceProcess] = {}
-        for service in ("ingress", "router", "refresher"):
+        for service in services:
             env = {**common, **self.overrides.get(service, {})}
             self.procs[service] = ServiceProcess(service, env, self.logdir)
-        ingress = self.procs["ingress"]
+        ingress = self.ingress
         ingress.env["PUSHRELAY_BASE_URL"] = ingress.base_url
 
     @property
+    def embedded(self) -> bool:
+        return self.data_dir is not None
+
+    @property
     def ingress(self) -> ServiceProcess:
-        return self.procs["ingress"]
+        """The process serving the receivers (the ingress, or the all-in-one)."""
+        return self.procs.get("ingress") or self.procs["all-in-one"]
 
     @property
     def router(self) -> ServiceProcess:
-        return self.procs["router"]
+        return self.procs.get("router") or self.procs["all-in-one"]
 
     @property
     def refresher(self) -> ServiceProcess:
-        return self.procs["refresher"]
+        return self.procs.get("refresher") or self.procs["all-in-one"]
 
     @property
     def push_topic(self) -> str:
@@ -346,10 +372,9 @@ class Pipeline:
             proc.check_alive()
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM each (graceful stop); their exit codes."""
+        """SIGTERM each, ingress first (graceful stop); their exit codes."""
         codes = {}
-        for service in ("ingress", "router", "refresher"):
-            proc = self.procs[service]
+        for service, proc in self.procs.items():
             if proc.alive():
                 codes[service] = proc.kill(signal.SIGTERM, timeout=60)
         return codes
@@ -697,3 +722,93 @@ def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracke
         row.notes.append(f"lost: push {pair.push.p} (sent at {pair.push.sent_ns}, delivery "
                          f"{pair.push.delivery}) -> {pair.warehouse}; values seen {seen[-3:]}")
     return row
+
+
+# ---- the embedded log ----------------------------------------------------------------------
+
+
+async def embedded_deliveries(pipeline: Pipeline) -> set[str]:
+    """Every delivery id on the push topic of ``pipeline``'s embedded log, read through
+    the bus interface (only once its process has stopped: the directory is locked)."""
+    from pushrelay.infra.bus import open_bus
+    from pushrelay.infra.settings import CommonSettings
+
+    assert pipeline.data_dir is not None
+    settings = CommonSettings(bus="embedded", data_dir=str(pipeline.data_dir),
+                              topic_prefix=pipeline.prefix)
+    bus = open_bus(settings)
+    await bus.start()
+    try:
+        records = await bus.read_topic(pipeline.push_topic)
+    finally:
+        await bus.stop()
+    found: set[str] = set()
+    for record in records:
+        with contextlib.suppress(Exception):
+            delivery = decode_push(record.value).delivery
+            if delivery:
+                found.add(delivery)
+    return found
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_files(directory: Path) -> list[Path]:
+    """The SQLite databases in ``directory`` (by their header, whatever their names)."""
+    found = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.stat().st_size >= len(SQLITE_MAGIC):
+            with path.open("rb") as fh:
+                if fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                    found.append(path)
+    return found
+
+
+def quick_check(path: Path) -> str:
+    """``PRAGMA quick_check`` of one database ("ok" when sound); blocking, call in a thread."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    finally:
+        db.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+# ---- a small disk ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on ``path`` (root only),
+    unmounted on the way out."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(path)], check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until its filesystem has no byte left; the bytes written
+    (blocking: call in a thread)."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            block = bytes(chunk)
+            while True:
+                try:
+                    written += os.write(fd, block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return written

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
+from tests.faults import loadgen
+from tests.faults.plan import Plan
 from tests.faults.quay import (
     DISABLE_AFTER,
     RETRY_AFTER,
@@ -116,3 +121,46 @@ def test_a_shortened_retry_keeps_the_rule() -> None:
 def test_bad_policies_are_refused(policy: tuple[float, int]) -> None:
     with pytest.raises(ValueError):
         QuayPolicy(*policy)
+
+
+async def test_the_load_generator_delivers_as_quay(tmp_path: Path) -> None:
+    """The sender wired into the load generator, against a loopback server answering
+    503 for one repository and 202 for the other (retry shortened to 0.05 s)."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        seen.append((body["docker_url"], body["updated_tags"][0]))
+        if body["docker_url"].endswith("app-0"):
+            return web.json_response({"error": "unavailable"}, status=503,
+                                     headers={"Retry-After": "30"})
+        return web.json_response({"msg": "accepted", "delivery": "d"}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/quay/x", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    out = tmp_path / "pushes.jsonl"
+    try:
+        sent = await loadgen.run(f"http://127.0.0.1:{port}/quay/x", Plan(repos=2, unique=2),
+                                 rate=40.0, count=40, duration=60.0, stop_file=None,
+                                 out_path=out, quay=QuayPolicy(retry_after=0.05))
+    finally:
+        await runner.cleanup()
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    summary = lines[-1]["summary"]
+    attempts = lines[:-1]
+    assert sent == 40
+    assert list(summary["disabled"]) == ["quay.io/faults/app-0"]
+    app0 = [a for a in attempts if a["p"] % 2 == 0]  # in the order the answers came
+    assert all(a["status"] == 503 for a in app0)
+    assert [a.get("disabled", False) for a in app0][:3] == [False, False, True]
+    assert [a["retry"] for a in app0][:2] == [True, True]
+    assert summary["suppressed"] + len({a["p"] for a in app0}) == 20  # each sent or counted
+    assert all(a["status"] == 202 for a in attempts if a["p"] % 2 == 1)
+    assert len([a for a in attempts if a["p"] % 2 == 1]) == 20
