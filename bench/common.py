@@ -232,18 +232,19 @@ class ServiceProc:
 
     :attr:`port` / :attr:`base` is where requests go (the ingress's public port);
     ``/readyz`` and ``/metrics`` are read on :attr:`health_port` (the same port
-    for every other module).
+    for every other module). ``public``: the process serves receivers on a port of
+    its own (the ingress always does; ``pushrelay all-in-one`` too).
     """
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, *,
                  label: str | None = None, args: list[str] | None = None,
-                 wrapper: list[str] | None = None) -> None:
+                 wrapper: list[str] | None = None, public: bool = False) -> None:
         self.module = module
         self.label = label or module
         self.port = free_port()
         self.health_port = self.port
         self.env = dict(env)
-        if module == "ingress":
+        if module == "ingress" or public:
             self.health_port = free_port()
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
             self.env["PUSHRELAY_BASE_URL"] = f"http://127.0.0.1:{self.port}"
