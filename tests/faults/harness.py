@@ -535,6 +535,7 @@ class LoadGen:
         self.stop_file = workdir / "loadgen.stop"
         self.log = workdir / "loadgen.log"
         self.quay = quay
+        self.plan = plan
         for path in (self.out, self.stop_file):
             path.unlink(missing_ok=True)
         self.argv = [sys.executable, "-m", "tests.faults.loadgen", "--url", url,
@@ -577,6 +578,11 @@ class LoadGen:
 
     def acked(self) -> int:
         return sum(1 for push in self.attempts() if push.status == 202)
+
+    def silenced(self) -> bool:
+        """Every repository's notification is disabled: nothing more will be sent."""
+        disabled = {self.plan.push(a.p)[0] for a in self.attempts() if a.disabled}
+        return len(disabled) == self.plan.repos
 
     async def finish(self, within: float = 60) -> list[Push]:
         """Stop sending, wait for the answers in flight, return every push (folded)."""
