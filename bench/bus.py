@@ -217,7 +217,6 @@ async def _spool(ctx: Context, section: Section, path: str, body: bytes) -> None
     section.add("spool: achieved rate while spooling", down.rate, "req/s", baseline=up.rate,
                 ratio=ratio(down.rate, up.rate),
                 note=f"failed {down.failed} / {up.failed}; statuses {dict(down.statuses)}")
-    spooled = sum(v for k, v in metrics.items() if k.startswith("pushrelay_spool_") and
-                  k.endswith("_total") and "spooled" in k)
+    spooled = metrics.get("pushrelay_spool_appended_total", 0.0)
     if spooled:
         section.add("spool: events spooled (ingress metrics)", spooled, "")

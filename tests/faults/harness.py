@@ -736,18 +736,14 @@ def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracke
 async def embedded_deliveries(pipeline: Pipeline) -> set[str]:
     """Every delivery id on the push topic of ``pipeline``'s embedded log, read through
     the bus interface (only once its process has stopped: the directory is locked)."""
-    from pushrelay.infra.bus import open_bus
+    from pushrelay.infra.bus import opened_bus
     from pushrelay.infra.settings import CommonSettings
 
     assert pipeline.data_dir is not None
     settings = CommonSettings(bus="embedded", data_dir=str(pipeline.data_dir),
                               topic_prefix=pipeline.prefix)
-    bus = open_bus(settings)
-    await bus.start()
-    try:
+    async with opened_bus(settings) as bus:
         records = await bus.read_topic(pipeline.push_topic)
-    finally:
-        await bus.stop()
     found: set[str] = set()
     for record in records:
         with contextlib.suppress(Exception):

@@ -512,8 +512,8 @@ KAFKA_OUTAGE = float(os.environ.get("PUSHRELAY_FAULTS_KAFKA_OUTAGE") or 300)
 #: serving the receivers costs each notification one failed delivery (then a retry 30 s
 #: later), not three in a row — what many quiet repositories look like to Quay.
 MANY_REPOS = Plan(repos=60, unique=600)
-#: Events counted by the ingress as written to its spool.
-SPOOLED_METRIC = "pushrelay_spool_spooled_total"
+#: Events the ingress made durable in its spool (and answered 202).
+SPOOLED_METRIC = "pushrelay_spool_appended_total"
 SPOOL_MIN_BYTES = 1024 * 1024  # PUSHRELAY_SPOOL_MAX_BYTES's minimum
 
 
