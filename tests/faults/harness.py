@@ -730,27 +730,7 @@ def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracke
     return row
 
 
-# ---- the embedded log ----------------------------------------------------------------------
-
-
-async def embedded_deliveries(pipeline: Pipeline) -> set[str]:
-    """Every delivery id on the push topic of ``pipeline``'s embedded log, read through
-    the bus interface (only once its process has stopped: the directory is locked)."""
-    from pushrelay.infra.bus import opened_bus
-    from pushrelay.infra.settings import CommonSettings
-
-    assert pipeline.data_dir is not None
-    settings = CommonSettings(bus="embedded", data_dir=str(pipeline.data_dir),
-                              topic_prefix=pipeline.prefix)
-    async with opened_bus(settings) as bus:
-        records = await bus.read_topic(pipeline.push_topic)
-    found: set[str] = set()
-    for record in records:
-        with contextlib.suppress(Exception):
-            delivery = decode_push(record.value).delivery
-            if delivery:
-                found.add(delivery)
-    return found
+# ---- SQLite files ----------------------------------------------------------------------
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

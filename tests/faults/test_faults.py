@@ -47,7 +47,6 @@ from tests.faults.harness import (
     create_project,
     delete_namespace,
     deliveries_in_topic,
-    embedded_deliveries,
     eventually,
     fill,
     note,
@@ -160,6 +159,8 @@ async def run_scenario(
         ctx.extra["pushes"] = pushes
         ctx.extra["attempts"] = attempts
         acked = {p.delivery for p in pushes if p.status == 202 and p.delivery is not None}
+        # The embedded log deletes push events once consumed (docs/bus.md, retention): there
+        # the refreshes are the proof (a 202'd event that was not in the log is lost).
         not_stored: set[str] = set()
         if not pipeline.embedded:
             not_stored = acked - await deliveries_in_topic(stack.bootstrap, pipeline.push_topic)
@@ -172,8 +173,6 @@ async def run_scenario(
         bad_codes = {s: c for s, c in codes.items() if c != 0}
         if bad_codes:
             row.notes.append(f"graceful stop (SIGTERM) exit codes: {bad_codes}")
-        if pipeline.embedded:  # the log is the process's own (locked) until it stopped
-            not_stored = acked - await embedded_deliveries(pipeline)
         if not_stored:
             row.notes.append(f"{len(not_stored)} 202'd deliveries missing from the push topic")
         if row.refused and not allow_refused:
@@ -534,15 +533,15 @@ def spool_env(workdir: Path, **extra: str) -> dict[str, dict[str, str]]:
 
 
 async def _kafka_outage(ctx: Ctx, marks: dict[str, int], seconds: float,
-                        during: Callable[[Ctx], Awaitable[None]] | None = None) -> int:
-    """kill -9 the broker, run ``during`` (or sleep ``seconds``), restart it; returns
-    the moment it is ready again (the fault's end)."""
+                        meanwhile: Callable[[Ctx], Awaitable[None]] | None = None) -> int:
+    """kill -9 the broker, run ``meanwhile``, restart the broker once ``seconds`` have
+    passed; returns the moment it is ready again (the fault's end)."""
     marks["kill"] = time.time_ns()
     await asyncio.to_thread(ctx.stack.kill_kafka)
     note(f"kafka killed (-9); down for {seconds:.0f} s")
     started = time.monotonic()
-    if during is not None:
-        await during(ctx)
+    if meanwhile is not None:
+        await meanwhile(ctx)
     await ctx.sleep(max(0.0, seconds - (time.monotonic() - started)))
     marks["restart"] = time.time_ns()
     await asyncio.to_thread(ctx.stack.start_kafka)
@@ -690,14 +689,16 @@ async def test_embedded_kill_9(fault_stack: FaultStack, admin: ApiClient, logs_r
     async def fault(ctx: Ctx) -> int:
         return await _kill_repeatedly(ctx, "all-in-one")
 
+    # Each push sent once: with Quay's retries, ten restarts of the only receiver within a
+    # minute disable most notifications (53 of 60 in a trial run) and the load dwindles
+    # before the last kills; what this scenario measures is the log under kill -9.
     ctx = await run_scenario(
         name, fault_stack, admin, logs_root, fault_results, fault,
-        faults=f"PUSHRELAY_BUS=embedded all-in-one kill -9 ×{KILLS} at random moments; "
-               "Quay-like sender",
-        plan=MANY_REPOS, data_dir=data, quay=QuayPolicy(), allow_refused=True)
+        faults=f"PUSHRELAY_BUS=embedded all-in-one kill -9 ×{KILLS} at random moments",
+        data_dir=data, allow_refused=True)
     checks = {p.name: await asyncio.to_thread(quick_check, p) for p in sqlite_files(data)}
-    ctx.row.notes.append(f"{ctx.row.refused} deliveries refused while it was down (retried); "
-                         f"PRAGMA quick_check: {checks}")
+    ctx.row.notes.append(f"{ctx.row.refused} pushes refused while it was down (not 202, not "
+                         f"owed); PRAGMA quick_check: {checks}")
     require(ctx.row, quick_check_ok=checks and all(v == "ok" for v in checks.values()))
 
 
