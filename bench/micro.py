@@ -25,7 +25,7 @@ from bench.common import Context, Section, ratio
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import encode, new_id
 from pushrelay.infra import metrics
-from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.bus.kafka import KafkaBus, new_producer
 from pushrelay.infra.kube.client import merge_patch, new_api_client
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
 from pushrelay.infra.kube.resources import PROJECT_CONFIG, WAREHOUSE
@@ -110,7 +110,7 @@ def steps() -> list[tuple[str, float]]:
 async def kafka_send(ctx: Context, n: int = 5000) -> float:
     """µs of CPU per acknowledged send (the ingress's producer settings)."""
     settings = IngressSettings(kafka_bootstrap=ctx.bootstrap, topic_prefix=ctx.prefix("micro"))
-    await ensure_topics(settings)
+    await KafkaBus(settings).ensure_topics()
     producer = new_producer(settings, client_id="bench-micro")
     await producer.start()
     value = orjson.dumps({"x": "y" * 400})

@@ -1,7 +1,7 @@
 """The router baseline: a Kafka relay that does no work.
 
 Consumes push-events with the router's consumer settings and batch size
-(pushrelay.infra.bus.new_consumer, ``getmany`` of up to 1,000 records, 250 ms poll),
+(pushrelay.infra.bus.kafka.new_consumer, ``getmany`` of up to 1,000 records, 250 ms poll),
 produces each record unchanged to ``<prefix>passthrough`` with the router's
 producer settings (acks=all, idempotent), waits for every ack, then commits the
 batch — the router's delivery loop without decoding, routing or encoding. The
@@ -19,7 +19,7 @@ import signal
 
 from aiohttp import web
 
-from pushrelay.infra.bus import new_consumer, new_producer
+from pushrelay.infra.bus.kafka import new_consumer, new_producer
 from pushrelay.infra.runtime import install_event_loop_policy
 from pushrelay.infra.settings import RouterSettings
 

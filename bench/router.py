@@ -35,7 +35,7 @@ from bench.load import now
 from pushrelay.core.events import PushEvent, Scope, encode
 from pushrelay.core.matching import WarehouseIndex
 from pushrelay.core.normalize import repo_urls
-from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.bus.kafka import KafkaBus, new_producer
 from pushrelay.infra.settings import RouterSettings
 from router.routing import route_batch
 
@@ -207,7 +207,7 @@ async def run(ctx: Context, section: Section) -> None:
     prefix = ctx.prefix("router")
     env = ctx.service_env(prefix)
     settings = RouterSettings(kafka_bootstrap=ctx.bootstrap, topic_prefix=prefix)
-    await ensure_topics(settings)
+    await KafkaBus(settings).ensure_topics()
     admin = AIOKafkaAdminClient(bootstrap_servers=ctx.bootstrap)
     await admin.start()
     try:

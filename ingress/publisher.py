@@ -1,11 +1,13 @@
-"""Publishing push events: an answer within ``publish_timeout``, ack or not.
+"""Publishing push events: an answer within ``publish_timeout``, durable or not.
 
-The producer is the shared one (``acks=all``, idempotent). It is connected in
-the background so the ingress can start (and say "not ready") while Kafka is
-still coming up; a light metadata probe keeps :meth:`readiness` honest during an
-outage. :meth:`publish` returns only when the broker acknowledged the event and
-raises :class:`PublishError` otherwise; an event that timed out may still be
-delivered later (harmless: duplicates are fine, loss is not).
+The :class:`Publisher` owns one bus producer (durable on ack: Kafka's
+``acks=all``, idempotent). It is connected in the background, with backoff, so
+the ingress can start (and say "not ready") while the bus is still coming up;
+the producer's :meth:`~pushrelay.infra.bus.api.Producer.probe` keeps
+:meth:`Publisher.readiness` honest during an outage. :meth:`Publisher.publish`
+returns only once the event is durable and raises :class:`PublishError`
+otherwise; an event that timed out may still be delivered later (harmless:
+duplicates are fine, loss is not).
 """
 
 from __future__ import annotations
@@ -14,42 +16,62 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-
 from pushrelay.core.events import PushEvent, encode
-from pushrelay.infra import bus, metrics
+from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
+from pushrelay.infra.bus.api import Bus, BusError, BusUnavailable, Producer
 from pushrelay.infra.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0
-#: Between attempts to reach Kafka: 0.5 s doubling, jittered, up to 30 s.
+#: Between attempts to reach the bus: 1 s doubling, jittered, up to 30 s.
 CONNECT_BACKOFF = Backoff(base=1.0, max_delay=30.0)
+#: Every request waits for its ack, so no linger: under load batches still form
+#: on their own while the previous produce request is in flight.
 INGRESS_LINGER_MS = 0
+CLIENT_ID = "pushrelay-ingress"
 
 
 class PublishError(Exception):
-    """The event is not known to be durable in Kafka (a 503)."""
+    """The event is not known to be durable on the bus (a 503, or the spool).
+
+    ``disconnected``: the producer was known to be unable to take it (not
+    connected yet, or the bus said it is unavailable), as opposed to a send
+    that got no answer within ``publish_timeout``.
+    """
+
+    def __init__(self, reason: str, *, disconnected: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.disconnected = disconnected
 
 
-class KafkaPublisher:
-    def __init__(self, settings: IngressSettings, probe_interval: float = PROBE_INTERVAL) -> None:
+class Publisher:
+    """Push events onto ``settings.push_topic`` through one producer of ``bus``.
+
+    ``start()`` returns at once (the connection is made by :attr:`task`);
+    ``stop()`` flushes and closes. Both are idempotent.
+    """
+
+    def __init__(self, settings: IngressSettings, bus: Bus,
+                 probe_interval: float = PROBE_INTERVAL) -> None:
         self._settings = settings
+        self._bus = bus
         self._probe_interval = probe_interval
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.last_error: str | None = "not connected yet"
 
     @property
     def task(self) -> asyncio.Task[None] | None:
+        """The background connect-then-probe task (the service watches it)."""
         return self._task
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ingress:kafka")
+            self._task = asyncio.create_task(self._run(), name="ingress:publisher")
 
     async def stop(self, within: float | None = None) -> None:
         """Stop probing, then flush and close the producer within ``within`` seconds
@@ -66,22 +88,26 @@ class KafkaPublisher:
                         self._settings.shutdown_timeout / 2 if within is None else within):
                     await producer.stop()
             except TimeoutError:
-                log.warning("Kafka producer did not flush in time")
+                log.warning("producer did not flush in time")
+            except BusError as exc:
+                log.warning("producer did not flush: %s", exc)
 
     @property
-    def producer(self) -> AIOKafkaProducer | None:
+    def producer(self) -> Producer | None:
         """The connected producer, or None (shared with the delivery log)."""
         return self._producer
 
     def readiness(self) -> str | None:
         if self._producer is not None and self.connected:
             return None
-        return f"Kafka producer not connected ({self.last_error})"
+        return f"producer not connected ({self.last_error})"
 
     async def publish(self, event: PushEvent) -> None:
+        """Return once ``event`` is durable, within ``publish_timeout``; else raise
+        :class:`PublishError`."""
         producer = self._producer
         if producer is None:
-            raise PublishError(f"Kafka producer not connected ({self.last_error})")
+            raise PublishError(f"producer not connected ({self.last_error})", disconnected=True)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._settings.publish_timeout):
@@ -91,10 +117,11 @@ class KafkaPublisher:
                 await asyncio.shield(future)
         except TimeoutError:
             self._failed("no acknowledgement within publish_timeout")
-            raise PublishError("timed out waiting for Kafka") from None
-        except KafkaError as exc:
-            self._failed(type(exc).__name__)
-            raise PublishError(type(exc).__name__) from None
+            raise PublishError("timed out waiting for the bus", disconnected=False) from None
+        except BusError as exc:
+            self._failed(str(exc)[:200])
+            raise PublishError(type(exc).__name__,
+                               disconnected=isinstance(exc, BusUnavailable)) from None
         metrics.publish_latency.observe(time.monotonic() - started)
         metrics.published.inc()
         self.connected, self.last_error = True, None
@@ -111,29 +138,26 @@ class KafkaPublisher:
     async def _connect(self) -> None:
         failures = 0
         while True:
-            # Every request waits for its ack, so no linger: under load batches still
-            # form on their own while the previous produce request is in flight.
-            producer = bus.new_producer(self._settings, client_id="pushrelay-ingress",
-                                        linger_ms=INGRESS_LINGER_MS)
+            producer = self._bus.producer(client_id=CLIENT_ID, linger_ms=INGRESS_LINGER_MS)
             try:
                 async with asyncio.timeout(self._settings.kafka_request_timeout + 5):
-                    await bus.ensure_topics(self._settings)
+                    await self._bus.ensure_topics()
                     await producer.start()
             except asyncio.CancelledError:  # stopped while connecting: leave nothing open
                 await _close_quietly(producer)
                 raise
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except (BusError, TimeoutError) as exc:
                 failures += 1
                 self._failed(f"{type(exc).__name__}: {exc}"[:200])
                 await _close_quietly(producer)
                 delay = CONNECT_BACKOFF.delay(failures)
-                log.warning("Kafka not reachable; retrying", extra={
+                log.warning("bus not reachable; retrying", extra={
                     "reason": self.last_error, "retry_in": round(delay, 1)})
                 await asyncio.sleep(delay)
                 continue
             self._producer = producer
             self.connected, self.last_error = True, None
-            log.info("Kafka producer connected", extra={"topic": self._settings.push_topic})
+            log.info("producer connected", extra={"topic": self._settings.push_topic})
             return
 
     async def _probe(self) -> None:
@@ -141,19 +165,18 @@ class KafkaPublisher:
         if producer is None:
             return
         try:
-            async with asyncio.timeout(min(5.0, self._settings.kafka_request_timeout)):
-                await producer.client.fetch_all_metadata()
-        except (KafkaError, OSError, TimeoutError) as exc:
+            await producer.probe()
+        except BusError as exc:
             if self.connected:
-                log.warning("Kafka unreachable", extra={"reason": type(exc).__name__})
-            self._failed(f"metadata probe failed: {type(exc).__name__}")
+                log.warning("bus unreachable", extra={"reason": type(exc).__name__})
+            self._failed(f"probe failed: {type(exc).__name__}")
             return
         if not self.connected:
-            log.info("Kafka reachable again")
+            log.info("bus reachable again")
         self.connected, self.last_error = True, None
 
 
-async def _close_quietly(producer: AIOKafkaProducer) -> None:
+async def _close_quietly(producer: Producer) -> None:
     try:
         async with asyncio.timeout(5):
             await producer.stop()

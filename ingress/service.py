@@ -1,7 +1,7 @@
-"""The ingress service: receiver registry + Kafka publisher + HTTP server.
+"""The ingress service: receiver registry + publisher onto the bus + HTTP server.
 
 ``create(settings)`` builds it; ``start()`` connects to Kubernetes, starts the
-informers and the (background) Kafka connection, and listens at once: receivers
+informers and the (background) bus connection, and listens at once: receivers
 and ``/healthz`` on the public port (:attr:`IngressService.port`), ``/healthz``,
 ``/readyz`` (receivers loaded, producer connected), ``/metrics`` and
 ``/openapi.json`` on the health port (:attr:`IngressService.health_port`), for
@@ -23,10 +23,12 @@ from kubernetes_asyncio.client import ApiClient
 
 from ingress.app import OnDelivery, WebhookHandler, build_app
 from ingress.openapi import openapi_route
-from ingress.publisher import KafkaPublisher, PublishError
+from ingress.publisher import Publisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.receivers import Receiver
+from pushrelay.infra.bus.api import Bus
+from pushrelay.infra.bus.kafka import KafkaBus
 from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
@@ -49,12 +51,15 @@ class IngressService(ServiceBase):
     serves_health = True
 
     def __init__(self, settings: IngressSettings,
-                 health_services: Sequence[Service] | None = None) -> None:
+                 health_services: Sequence[Service] | None = None, *,
+                 bus: Bus | None = None) -> None:
+        """``bus``: the process's (started by the runtime); None: a :class:`KafkaBus`
+        of ``settings`` (it needs no start)."""
         super().__init__(settings.shutdown_timeout)
         self.settings = settings
         self.port: int | None = None
         self.registry = ReceiverRegistry(settings)
-        self.publisher = KafkaPublisher(settings)
+        self.publisher = Publisher(settings, bus if bus is not None else KafkaBus(settings))
         self.handler = WebhookHandler(settings, self.registry, self.publisher,
                                       publish_error=PublishError,
                                       on_delivery=self._on_delivery)
@@ -167,6 +172,7 @@ class IngressService(ServiceBase):
             within=deadline.remaining())
 
 
-def create(settings: IngressSettings,
-           health_services: Sequence[Service] | None = None) -> IngressService:
-    return IngressService(settings, health_services)
+def create(settings: IngressSettings, health_services: Sequence[Service] | None = None,
+           *, bus: Bus | None = None) -> IngressService:
+    """Entry point used by ``pushrelay ingress`` / ``python -m ingress``."""
+    return IngressService(settings, health_services, bus=bus)

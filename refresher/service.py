@@ -1,4 +1,4 @@
-"""The refresher service: refresh-requests from Kafka to Warehouse patches.
+"""The refresher service: refresh-requests from the bus to Warehouse patches.
 
 One consumer-group member. The consume task tracks every record in the commit
 watermark and hands decoded requests to the :class:`Engine`; invalid ones are
@@ -19,20 +19,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.events import DeadLetter, InvalidEvent, decode_refresh
 from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.bus import (
-    ensure_topics,
-    new_consumer,
-    new_producer,
-    send_dead_letter,
-    watchdog_timeout,
-)
+from pushrelay.infra.bus.api import Bus, Consumer, Producer, Record, TopicPartition
+from pushrelay.infra.bus.kafka import KafkaBus
+from pushrelay.infra.bus.letters import send_dead_letter
+from pushrelay.infra.bus.topics import watchdog_timeout
 from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
@@ -52,30 +47,35 @@ COMPONENT = "pushrelay-refresher"
 EVENT_INTERVAL = 5.0
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance:
+    """The service's :class:`~pushrelay.infra.bus.api.Rebalance` listener."""
+
     def __init__(self, service: RefresherService) -> None:
         self._service = service
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._service.revoke(set(revoked))
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await self._service.revoke(partitions)
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._service.assign(set(assigned))
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._service.assign(partitions)
 
 
 class RefresherService(ServiceBase):
     name = "refresher"
 
-    def __init__(self, settings: RefresherSettings) -> None:
+    def __init__(self, settings: RefresherSettings, *, bus: Bus | None = None) -> None:
+        """``bus``: the process's (started by the runtime); None: a :class:`KafkaBus`
+        of ``settings`` (it needs no start)."""
         super().__init__(settings.shutdown_timeout)
         self.settings = settings
+        self._bus: Bus = bus if bus is not None else KafkaBus(settings)
         self._concurrency = settings.refresh_concurrency
         self._max_outstanding = settings.refresh_max_outstanding
         self.marks: Watermarks[TopicPartition] = Watermarks()
         self.bucket = TokenBucket(settings.refresh_qps, settings.refresh_burst)
         self._api: ApiClient | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
         self._recorder: EventRecorder | None = None
         self._deliveries: DeliveryLog | None = None
         self.reporter: Reporter | None = None
@@ -85,14 +85,14 @@ class RefresherService(ServiceBase):
     # ---- lifecycle -----------------------------------------------------------
     async def _start(self) -> None:
         s = self.settings
-        await ensure_topics(s)
+        await self._bus.ensure_topics()
         self._api = await new_api_client(s.kubeconfig)
-        self._producer = new_producer(s)
+        self._producer = self._bus.producer(client_id=COMPONENT)
         await self._producer.start()
         self._recorder = EventRecorder(self._api, COMPONENT, interval=EVENT_INTERVAL,
                                        max_rate=s.event_qps, acquire=self.bucket.acquire)
         await self._recorder.start()
-        self._deliveries = DeliveryLog(self._producer, s)
+        self._deliveries = DeliveryLog(lambda: self._producer, s)
         await self._deliveries.start()
         self.reporter = Reporter(self.marks, recorder=self._recorder,
                                  dead_letter=self._send_dead_letter,
@@ -103,8 +103,9 @@ class RefresherService(ServiceBase):
             backoff=Backoff(max_delay=s.refresh_max_backoff), concurrency=self._concurrency,
         )
         self.watch(self.engine.start())
-        self._consumer = new_consumer(s, s.refresh_topic, s.refresher_group)
-        self._consumer.subscribe([s.refresh_topic], listener=_Rebalance(self))
+        self._consumer = self._bus.consumer(s.refresh_topic, s.refresher_group,
+                                            client_id=s.refresher_group,
+                                            listener=_Rebalance(self))
         await self._consumer.start()
         self._consuming = self.supervise(self._consume(), "refresher:consume")
         self.supervise(self._commit_loop(), "refresher:commit")
@@ -135,8 +136,8 @@ class RefresherService(ServiceBase):
                 except TimeoutError:
                     log.warning("%s not flushed before shutdown", what)
         await close_all(
-            ("the Kafka consumer", self._consumer.stop if self._consumer else None),
-            ("the Kafka producer", self._producer.stop if self._producer else None),
+            ("the consumer", self._consumer.stop if self._consumer else None),
+            ("the producer", self._producer.stop if self._producer else None),
             ("the Kubernetes client", self._api.close if self._api else None),
             within=deadline.remaining())
         log.info("refresher stopped", extra={"outstanding": self.marks.outstanding()})
@@ -150,12 +151,12 @@ class RefresherService(ServiceBase):
                 consumer.pause(*consumer.assignment())  # keep polling: stay in the group
             elif consumer.paused():
                 consumer.resume(*consumer.paused())
-            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            batches = await consumer.poll(0.5, 2000)
             for tp, records in batches.items():
                 for record in records:
                     await self._accept(tp, record)
 
-    async def _accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
+    async def _accept(self, tp: TopicPartition, record: Record) -> None:
         assert self.engine is not None and self.reporter is not None
         ticket = self.marks.track(tp, record.offset)
         if ticket is None:
@@ -169,7 +170,7 @@ class RefresherService(ServiceBase):
         self.engine.submit(Item(request, ticket, record.value, record.key))
 
     async def _dead_letter_invalid(self, ticket: Any, reason: str,
-                                   record: ConsumerRecord[Any, Any]) -> None:
+                                   record: Record) -> None:
         assert self.reporter is not None
         backoff = Backoff(max_delay=self.settings.refresh_max_backoff)
         attempt = 0
@@ -177,7 +178,7 @@ class RefresherService(ServiceBase):
             try:
                 await self.reporter.dead_letter_raw(ticket, reason, record.value, record.key)
                 return
-            except Exception as exc:  # noqa: BLE001 - Kafka trouble: retry, never skip
+            except Exception as exc:  # noqa: BLE001 - bus trouble: retry, never skip
                 attempt += 1
                 log.warning("cannot dead-letter; retrying", extra={"error": f"{exc!r}"})
                 await asyncio.sleep(backoff.delay(attempt))
@@ -225,6 +226,7 @@ class RefresherService(ServiceBase):
 
 
 def create(settings: RefresherSettings, health_services: Sequence[Service] | None = None,
-           ) -> RefresherService:
-    return RefresherService(settings)
+           *, bus: Bus | None = None) -> RefresherService:
+    """Entry point used by ``pushrelay refresher`` / ``python -m refresher``."""
+    return RefresherService(settings, bus=bus)
 

@@ -6,7 +6,7 @@
 letter per record that cannot be routed, and one ``matched`` delivery fact per
 push that names its delivery (when nothing matched: how many subscriptions in
 scope were on the repository, and the first one's reason not to qualify).
-No I/O: the Kafka loop around it (:mod:`router.service`) produces the
+No I/O: the bus loop around it (:mod:`router.service`) produces the
 messages, waits for the acks, and only then commits; tests and the benchmark
 call this function directly.
 """
@@ -31,7 +31,7 @@ from pushrelay.core.events import (
     now,
 )
 from pushrelay.core.matching import WarehouseIndex, event_urls, miss, route
-from pushrelay.infra.bus import dead_letter_for
+from pushrelay.infra.bus.letters import dead_letter_for
 
 log = logging.getLogger(__name__)
 

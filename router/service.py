@@ -1,8 +1,8 @@
 """The router service: push events in, refresh requests out (docs/router.md).
 
-One loop, batch by batch: ``getmany`` → :func:`router.routing.route_batch`
-against the live Warehouse index → send the refresh requests and dead letters → wait for every
-broker ack → mark the batch's offsets done. Done offsets are committed at most
+One loop, batch by batch: ``poll`` → :func:`router.routing.route_batch`
+against the live Warehouse index → send the refresh requests and dead letters → wait until every one
+is durable (the bus's ack) → mark the batch's offsets done. Done offsets are committed at most
 every ``PUSHRELAY_COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
 rebalance and at shutdown): a commit per batch was one broker write per few
 events. An offset is never committed before its effects are durable, so a
@@ -20,16 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeGuard
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    KafkaTimeoutError,
-)
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.deliveries import DeliveryFact
@@ -37,13 +30,19 @@ from pushrelay.core.events import encode
 from pushrelay.core.matching import Compiler
 from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
-from pushrelay.infra.bus import (
-    dead_letter_for,
-    ensure_topics,
-    new_consumer,
-    new_producer,
-    watchdog_timeout,
+from pushrelay.infra.bus.api import (
+    Bus,
+    BusError,
+    BusTimeout,
+    CommitRefused,
+    Consumer,
+    Producer,
+    Record,
+    TopicPartition,
 )
+from pushrelay.infra.bus.kafka import KafkaBus
+from pushrelay.infra.bus.letters import dead_letter_for
+from pushrelay.infra.bus.topics import watchdog_timeout
 from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.kube.events import EventRecorder
@@ -55,22 +54,23 @@ from router.routing import STAGE, Outgoing, route_batch
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 250
+POLL_WAIT = 0.25  # s
 BATCH_RECORDS = 1000
 #: Retries of unacknowledged sends (jittered, 0.1 s doubling up to 5 s).
 SEND_BACKOFF = Backoff(base=0.1, max_delay=5.0)
 
 
-class _Handoff(ConsumerRebalanceListener):
-    """Revocation waits for the batch in flight to be acked, then commits what is done."""
+class _Handoff:
+    """Revocation waits for the batch in flight to be acked, then commits what is
+    done (an :class:`~pushrelay.infra.bus.api.Rebalance`)."""
 
     def __init__(self, commit_done: Callable[[], Awaitable[None]]) -> None:
         self._commit_done = commit_done
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         await self._commit_done()
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("push-events partitions assigned",
                  extra={"partitions": sorted(tp.partition for tp in assigned)})
 
@@ -78,19 +78,23 @@ class _Handoff(ConsumerRebalanceListener):
 class RouterService(ServiceBase):
     name = "router"
 
-    def __init__(self, settings: RouterSettings, *, compiler: Compiler | None = None) -> None:
+    def __init__(self, settings: RouterSettings, *, bus: Bus | None = None,
+                 compiler: Compiler | None = None) -> None:
+        """``bus``: the process's (started by the runtime); None: a :class:`KafkaBus`
+        of ``settings`` (it needs no start)."""
         super().__init__(settings.shutdown_timeout)
         self.settings = settings
+        self._bus: Bus = bus if bus is not None else KafkaBus(settings)
         self._compiler = compiler
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
-        # Watchdog over Kafka calls made under the lock (aiokafka has its own timeouts).
+        # Watchdog over bus calls made under the lock (the bus has its own timeouts).
         self._ack_timeout = watchdog_timeout(settings)
         self._api: ApiClient | None = None
         self._recorder: EventRecorder | None = None
         self.live: LiveIndex | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
         self._deliveries: DeliveryLog | None = None
         self._done: dict[TopicPartition, int] = {}  # durable, not yet committed
         self._commit_due = 0.0  # loop time of the next periodic commit
@@ -101,16 +105,16 @@ class RouterService(ServiceBase):
         self.dead_letters = 0  # dead letters acknowledged
 
     async def _start(self) -> None:
-        await ensure_topics(self.settings)
+        await self._bus.ensure_topics()
         self._api = await new_api_client(self.settings.kubeconfig)
         self._recorder = EventRecorder(self._api, "pushrelay-router",
                                        max_rate=self.settings.event_qps)
         await self._recorder.start()
         self.live = LiveIndex(self._api, recorder=self._recorder, compiler=self._compiler)
         await self.live.start()
-        self._producer = new_producer(self.settings, client_id="pushrelay-router")
+        self._producer = self._bus.producer(client_id="pushrelay-router")
         await self._producer.start()
-        self._deliveries = DeliveryLog(self._producer, self.settings)
+        self._deliveries = DeliveryLog(lambda: self._producer, self.settings)
         await self._deliveries.start()
         self._task = self.supervise(self._run(), "router:consume")
 
@@ -142,7 +146,7 @@ class RouterService(ServiceBase):
             except TimeoutError:
                 log.warning("delivery facts not flushed before shutdown")
         await close_all(
-            ("the Kafka producer", self._producer.stop if self._producer else None),
+            ("the producer", self._producer.stop if self._producer else None),
             ("the Warehouse informer", self.live.stop if self.live else None),
             ("the Event recorder", self._recorder.stop if self._recorder else None),
             ("the Kubernetes client", self._api.close if self._api else None),
@@ -158,22 +162,20 @@ class RouterService(ServiceBase):
         await asyncio.gather(synced, stopping, return_exceptions=True)
         if self._stopping.is_set():
             return
-        self._consumer = new_consumer(
-            self.settings, self.settings.push_topic, self.settings.router_group,
-            client_id="pushrelay-router",
+        self._consumer = self._bus.consumer(
+            self.settings.push_topic, self.settings.router_group,
+            client_id="pushrelay-router", listener=_Handoff(self._commit_done),
         )
-        self._consumer.subscribe([self.settings.push_topic],
-                                 listener=_Handoff(self._commit_done))
         await self._consumer.start()
         try:
             await self._consume(self._consumer)
         finally:
             await self._consumer.stop()
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def _consume(self, consumer: Consumer) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
+            batch = await consumer.poll(POLL_WAIT, BATCH_RECORDS)
             async with self._lock:
                 if batch:
                     out, facts = self._route(batch)
@@ -184,8 +186,8 @@ class RouterService(ServiceBase):
                     self._record_facts(facts)
                 if self._done and (not batch or loop.time() >= self._commit_due):
                     await self._commit(consumer)
-        # Stopping: commit what is done, within a share of the shutdown budget (Kafka
-        # may be the reason the last batch could not be delivered).
+        # Stopping: commit what is done, within a share of the shutdown budget (the
+        # bus may be the reason the last batch could not be delivered).
         await self._commit_done(self._final_commit)
 
     async def _commit_done(self, within: float | None = None) -> None:
@@ -194,7 +196,7 @@ class RouterService(ServiceBase):
             if self._consumer is not None:
                 await self._commit(self._consumer, within)
 
-    def _route(self, batch: dict[TopicPartition, Sequence[Any]],
+    def _route(self, batch: Mapping[TopicPartition, Sequence[Record]],
                ) -> tuple[list[Outgoing], list[DeliveryFact]]:
         assert self.live is not None
         records = [record for records in batch.values() for record in records]
@@ -223,7 +225,7 @@ class RouterService(ServiceBase):
                 if not isinstance(result, BaseException):
                     self._acked(msg)
                 elif _permanent(result) and not msg.dead_letter:
-                    failed.append(self._unsendable(msg, cast(KafkaError, result)))
+                    failed.append(self._unsendable(msg, result))
                 elif _permanent(result):
                     log.error("dead letter cannot be produced; dropped",
                               extra={"error": repr(result)})
@@ -241,15 +243,16 @@ class RouterService(ServiceBase):
     async def _acks(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
         """Each send's result or exception, waiting at most the ack timeout.
 
-        aiokafka bounds a send by its request timeout; this is the watchdog in
-        case it does not: an ack still missing counts as a retriable failure
-        (the message is sent again: a duplicate at worst, never a loss).
+        The bus bounds a send by its request timeout; this is the watchdog in
+        case it does not: an ack still missing counts as a retriable
+        :class:`BusTimeout` (the message is sent again: a duplicate at worst,
+        never a loss).
         """
         if futures:
             await asyncio.wait(futures, timeout=self._ack_timeout)
         return [
             (f.exception() or f.result()) if f.done() and not f.cancelled()
-            else KafkaTimeoutError("no acknowledgement in time")
+            else BusTimeout("no acknowledgement in time")
             for f in futures
         ]
 
@@ -272,13 +275,13 @@ class RouterService(ServiceBase):
             self.requests += 1
             metrics.requests_produced.inc()
 
-    def _unsendable(self, msg: Outgoing, error: KafkaError) -> Outgoing:
-        """A refresh request Kafka will never take: keep it, as a dead letter."""
+    def _unsendable(self, msg: Outgoing, error: BusError) -> Outgoing:
+        """A refresh request the bus will never take: keep it, as a dead letter."""
         letter = dead_letter_for(STAGE, f"refresh request not produced: {error!r}",
                                  payload=msg.value)
         return Outgoing(encode(letter), msg.key, True)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, within: float | None = None) -> None:
+    async def _commit(self, consumer: Consumer, within: float | None = None) -> None:
         """Commit the offsets whose batches are durable (the next call retries a failure)."""
         offsets, self._done = self._done, {}
         self._commit_due = asyncio.get_running_loop().time() + self.settings.commit_interval
@@ -291,11 +294,11 @@ class RouterService(ServiceBase):
         except TimeoutError:
             log.warning("commit timed out; retried with the next commit")
             self._keep(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
+        except CommitRefused as exc:
             # The partitions went to another member: it re-routes from the last commit.
             log.warning("commit refused after a rebalance; the new owner re-routes",
                         extra={"error": repr(exc)})
-        except KafkaError as exc:
+        except BusError as exc:
             log.warning("commit failed; retried with the next commit",
                         extra={"error": repr(exc)})
             self._keep(offsets)
@@ -306,17 +309,13 @@ class RouterService(ServiceBase):
             self._done.setdefault(tp, offset)
 
 
-def _permanent(error: BaseException) -> bool:
-    """Kafka will never take this message (too large, bad topic, ...).
-
-    aiokafka marks its timeouts not retriable, but a missing ack is exactly what
-    must be retried: the message may well be taken on the next attempt.
-    """
-    return (isinstance(error, KafkaError) and not error.retriable
-            and not isinstance(error, KafkaTimeoutError))
+def _permanent(error: BaseException) -> TypeGuard[BusError]:
+    """The bus will never take this message (too large, bad topic, ...): a
+    :class:`BusError` that is not retriable (a timeout always is)."""
+    return isinstance(error, BusError) and not error.retriable
 
 
 def create(settings: RouterSettings, health_services: Sequence[Service] | None = None,
-           ) -> RouterService:
+           *, bus: Bus | None = None) -> RouterService:
     """Entry point used by ``pushrelay router`` / ``python -m router``."""
-    return RouterService(settings)
+    return RouterService(settings, bus=bus)

@@ -28,6 +28,8 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.cli.services import SERVICES, create_service
 from pushrelay.infra import logs
+from pushrelay.infra.bus import opened_bus
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.deliveries import read_deliveries
 from pushrelay.infra.kube.client import api_client, get_object, request_json
 from pushrelay.infra.kube.errors import KubeError
@@ -130,10 +132,16 @@ async def watch_refresh(api: ApiClient, before: str | None, within: float = 30.0
 
 
 async def demo(settings: Settings, once: bool) -> int:
+    """The three services on one bus (the settings'), started for the demo."""
+    async with opened_bus(settings) as bus:
+        return await _demo(settings, once, bus)
+
+
+async def _demo(settings: Settings, once: bool, bus: Bus) -> int:
     services = []
     health: list[Any] = []
-    services.append(create_service("ingress", settings, health_services=health))
-    services += [create_service(name, settings) for name in SERVICES[1:]]
+    services.append(create_service("ingress", settings, health_services=health, bus=bus))
+    services += [create_service(name, settings, bus=bus) for name in SERVICES[1:]]
     health.extend(services)
     async with api_client(settings.kubeconfig) as api:
         say(f"• creating the sample project {PROJECT!r}: Secret, ProjectConfig "
@@ -173,7 +181,7 @@ async def demo(settings: Settings, once: bool) -> int:
             after = await watch_refresh(api, before)
             elapsed = time.monotonic() - started_at
             say(f"• refresh annotation after:  {after}  ({elapsed * 1000:.0f} ms after the push)")
-            await show_delivery(settings, delivery)
+            await show_delivery(bus, settings, delivery)
             if once:
                 return 0
             say("• pushrelay keeps running: push again with the curl above, try "
@@ -206,10 +214,10 @@ async def delete_sample_if_stale(api: ApiClient) -> None:
             await asyncio.sleep(0.3)
 
 
-async def show_delivery(settings: Settings, delivery: str | None) -> None:
+async def show_delivery(bus: Bus, settings: Settings, delivery: str | None) -> None:
     async with asyncio.timeout(15):
         while True:
-            rows = [r for r in await read_deliveries(settings, limit=50)
+            rows = [r for r in await read_deliveries(bus, settings, limit=50)
                     if r.delivery == delivery]
             if rows and rows[0].refreshed:
                 break

@@ -8,7 +8,7 @@ import sys
 
 from pushrelay.core.events import PushEvent, Scope, encode
 from pushrelay.core.normalize import repo_urls
-from pushrelay.infra import bus
+from pushrelay.infra.bus import opened_bus
 from pushrelay.infra.settings import CommonSettings, load_settings
 
 
@@ -18,13 +18,14 @@ async def publish(settings: CommonSettings, repo: str, tags: list[str], project:
         source=source, scope=Scope(project=project), repository=repo,
         repo_urls=repo_urls(repo), tags=tags,
     )
-    await bus.ensure_topics(settings)
-    producer = bus.new_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.push_topic, encode(event), key=event.key)
-    finally:
-        await producer.stop()
+    async with opened_bus(settings) as bus:
+        await bus.ensure_topics()
+        producer = bus.producer(client_id="pushrelay-cli")
+        await producer.start()
+        try:
+            await (await producer.send(settings.push_topic, encode(event), key=event.key))
+        finally:
+            await producer.stop()
     return event
 
 
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         event = asyncio.run(publish(settings, args.repo, args.tag, args.project, args.source))
     except Exception as exc:  # noqa: BLE001 - reported to the user, exit non-zero
-        print(f"error: could not publish to {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        print(f"error: could not publish to the {settings.bus} bus: {exc}", file=sys.stderr)
         return 1
     scope = f"project {event.scope.project}" if event.scope.project else "all namespaces"
     print(f"published push event {event.id} to {settings.push_topic} "
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("publish", help="publish a synthetic push event to Kafka")
+    parser = sub.add_parser("publish", help="publish a synthetic push event to the bus")
     parser.add_argument("--repo", required=True, help="repository, e.g. quay.io/ns/repo")
     parser.add_argument("--tag", action="append", required=True,
                         help="pushed tag (repeat for several)")

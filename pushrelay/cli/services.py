@@ -2,12 +2,13 @@
 
 This is the composition root: the only place that imports the three services
 (they never import each other). Each service package exposes
-``create(settings, health_services=None)`` in its ``service`` module; the
-runtime (:func:`pushrelay.infra.runtime.run_services`) runs what they build.
+``create(settings, health_services=None, *, bus)`` in its ``service`` module;
+the runtime (:func:`pushrelay.infra.runtime.run_services`) opens the one bus
+``PUSHRELAY_BUS`` names and runs what they build on it.
 Every service's health endpoints are on ``PUSHRELAY_HEALTH_PORT`` (the ingress
 runs that server itself, with its ``/openapi.json``; router and refresher get a
 small one from the runtime). ``all-in-one`` runs the three in one event loop
-with one settings object, each stage still going through Kafka, and serves
+with one settings object and one bus, each stage still going through it, and serves
 health for all of them on the ingress's health port.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import ingress.service
 import refresher.service
 import router.service
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.runtime import Service, ServiceFactory, run_services
 from pushrelay.infra.settings import (
     CommonSettings,
@@ -47,8 +49,8 @@ __all__ = ["FACTORIES", "SERVICES", "SETTINGS", "create_service", "load_settings
 
 
 def create_service(name: str, settings: CommonSettings,
-                   health_services: Sequence[Service] | None = None) -> Service:
-    return FACTORIES[name](settings, health_services)
+                   health_services: Sequence[Service] | None = None, *, bus: Bus) -> Service:
+    return FACTORIES[name](settings, health_services, bus=bus)
 
 
 def settings_for(names: Sequence[str]) -> CommonSettings:
@@ -57,6 +59,8 @@ def settings_for(names: Sequence[str]) -> CommonSettings:
 
 
 def run(names: Sequence[str], settings: CommonSettings | None = None) -> int:
+    """Run the services ``names`` in this process: the exit code (2 for one service
+    alone on the embedded bus, see :func:`pushrelay.infra.runtime.run_services`)."""
     return run_services([FACTORIES[n] for n in names], settings or settings_for(names))
 
 

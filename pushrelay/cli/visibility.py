@@ -26,6 +26,7 @@ from pushrelay.core.receivers import (
     parse_receivers,
     receivers_for,
 )
+from pushrelay.infra.bus import opened_bus
 from pushrelay.infra.deliveries import read_deliveries, read_facts
 from pushrelay.infra.kube.client import api_client, get_object, list_objects
 from pushrelay.infra.kube.errors import Action, KubeError
@@ -106,8 +107,9 @@ async def collect_receivers(settings: IngressSettings, namespace: str | None,
         for c in configs
     ]
     try:
-        deliveries = fold(await read_facts(settings, max_wait=5.0))
-    except Exception:  # noqa: BLE001 - Kafka unreachable: receivers are still worth showing
+        async with opened_bus(settings) as bus:
+            deliveries = fold(await read_facts(bus, settings, max_wait=5.0))
+    except Exception:  # noqa: BLE001 - bus unreachable: receivers are still worth showing
         deliveries = []
     last: dict[tuple[str | None, str | None], Delivery] = {}
     for row in reversed(deliveries):  # oldest first, so the newest wins
@@ -166,13 +168,19 @@ def _receivers(args: argparse.Namespace) -> int:
 
 # ---- deliveries --------------------------------------------------------------
 
+async def _read_deliveries(settings: CommonSettings, args: argparse.Namespace,
+                           ) -> list[Delivery]:
+    async with opened_bus(settings) as bus:
+        return await read_deliveries(bus, settings, receiver=args.receiver,
+                                     namespace=args.namespace, limit=args.limit)
+
+
 def _deliveries(args: argparse.Namespace) -> int:
     settings = load_settings(CommonSettings)
     try:
-        rows = asyncio.run(read_deliveries(
-            settings, receiver=args.receiver, namespace=args.namespace, limit=args.limit))
+        rows = asyncio.run(_read_deliveries(settings, args))
     except Exception as exc:  # noqa: BLE001 - reported to the user
-        print(f"error: cannot read deliveries from {settings.kafka_bootstrap}: {exc}",
+        print(f"error: cannot read deliveries from the {settings.bus} bus: {exc}",
               file=sys.stderr)
         return 1
     if args.output == "json":

@@ -1,9 +1,9 @@
-"""Delivery visibility on Kafka: facts onto the deliveries topic, and read back.
+"""Delivery visibility on the bus: facts onto the deliveries topic, and read back.
 
 Every stage appends facts (:class:`pushrelay.core.deliveries.DeliveryFact`)
 about a delivery to the compacted ``deliveries`` topic;
 :func:`read_deliveries` reads them and folds them into one row per delivery.
-The record lives in Kafka, so it survives restarts and is the same whichever
+The record lives on the bus, so it survives restarts and is the same whichever
 replica handled the delivery.
 
 Recording never slows or fails the request path: :class:`DeliveryLog` queues
@@ -18,25 +18,26 @@ import logging
 import zlib
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
 from pushrelay.core.deliveries import Delivery, DeliveryFact, fold, parse_fact
-from pushrelay.infra.bus import connection_options
+from pushrelay.infra.bus.api import Bus, Producer
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-ProducerSource = Callable[[], AIOKafkaProducer | None]
+#: The producer to record with, or None while there is none (not connected yet).
+ProducerSource = Callable[[], Producer | None]
 
 
 class DeliveryLog:
-    """Non-blocking recorder of delivery facts onto the deliveries topic."""
+    """Non-blocking recorder of delivery facts onto the deliveries topic.
 
-    def __init__(self, producer: AIOKafkaProducer | ProducerSource, settings: CommonSettings,
+    ``producer`` is asked for the producer before every fact (the ingress's is
+    connected in the background); facts wait while it answers None.
+    """
+
+    def __init__(self, producer: ProducerSource, settings: CommonSettings,
                  max_queue: int = 10_000) -> None:
-        self._producer: ProducerSource = (
-            producer if callable(producer) else (lambda: producer)
-        )
+        self._producer = producer
         self._topic = settings.deliveries_topic
         self._queue: asyncio.Queue[DeliveryFact] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -74,58 +75,39 @@ class DeliveryLog:
                 key = fact.key
                 # Each fact has a key of its own: spare the producer's (memoizing)
                 # partitioner; any fixed key → partition map keeps compaction right.
-                partitions = sorted(await producer.partitions_for(self._topic))
+                partitions = await producer.partitions(self._topic)
                 partition = partitions[zlib.crc32(key) % len(partitions)]
-                await producer.send(self._topic, fact.model_dump_json(by_alias=True).encode(),
-                                    key=key, partition=partition)
+                future = await producer.send(
+                    self._topic, fact.model_dump_json(by_alias=True).encode(),
+                    key=key, partition=partition)
+                future.add_done_callback(self._acked)
             except Exception as exc:  # noqa: BLE001 - visibility is best effort
-                self.dropped += 1
-                log.warning("could not record delivery fact: %s", exc)
+                self._lost(exc)
             finally:
                 self._queue.task_done()
 
+    def _acked(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            self._lost(exc)
 
-async def read_facts(settings: CommonSettings, max_wait: float = 10.0) -> list[DeliveryFact]:
-    """Read the whole deliveries topic (no consumer group, nothing committed)."""
-    consumer = AIOKafkaConsumer(
-        **connection_options(settings), enable_auto_commit=False,
-        auto_offset_reset="earliest", group_id=None,
-    )
-    await consumer.start()
-    facts: list[DeliveryFact] = []
-    try:
-        partitions = consumer.partitions_for_topic(settings.deliveries_topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = consumer.partitions_for_topic(settings.deliveries_topic) or set()
-        tps = [TopicPartition(settings.deliveries_topic, p) for p in sorted(partitions)]
-        if not tps:
-            return facts
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if end[tp] > 0}
-        async with asyncio.timeout(max_wait):
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        fact = parse_fact(record.value)
-                        if fact is not None:
-                            facts.append(fact)
-                for tp in list(pending):
-                    if await consumer.position(tp) >= end[tp]:
-                        pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return facts
+    def _lost(self, exc: BaseException) -> None:
+        self.dropped += 1
+        log.warning("could not record delivery fact: %s", exc)
+
+
+async def read_facts(bus: Bus, settings: CommonSettings,
+                     max_wait: float = 10.0) -> list[DeliveryFact]:
+    """Every fact on the deliveries topic (nothing committed; unreadable ones skipped)."""
+    records = await bus.read_topic(settings.deliveries_topic, max_wait)
+    return [fact for record in records if (fact := parse_fact(record.value)) is not None]
 
 
 async def read_deliveries(
-    settings: CommonSettings, *, receiver: str | None = None,
+    bus: Bus, settings: CommonSettings, *, receiver: str | None = None,
     namespace: str | None = None, limit: int = 20,
 ) -> list[Delivery]:
-    rows = fold(await read_facts(settings))
+    """The newest ``limit`` deliveries (optionally of one receiver or project), folded."""
+    rows = fold(await read_facts(bus, settings))
     if receiver is not None:
         rows = [r for r in rows if r.receiver == receiver]
     if namespace is not None:

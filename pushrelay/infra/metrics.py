@@ -59,3 +59,16 @@ kube_events_dropped = Counter(
     "pushrelay_kube_events_dropped_total",
     "Event occurrences never written: more Events pending than PUSHRELAY_EVENT_QPS can "
     "write in 10 minutes", registry=REGISTRY)
+
+# the embedded bus (docs/bus.md, "The embedded bus"); updated by each retention pass
+bus_log_records = Gauge("pushrelay_bus_log_records", "Records stored in the embedded log",
+                        ["topic"], registry=REGISTRY)
+bus_log_bytes = Gauge("pushrelay_bus_log_bytes",
+                      "Keys + values stored in the embedded log (bounded by "
+                      "PUSHRELAY_DATA_MAX_BYTES)", registry=REGISTRY)
+bus_backlog = Gauge("pushrelay_bus_backlog",
+                    "Records of the embedded log its slowest consuming group has not committed "
+                    "(0 on push-events and refresh-requests: drained)", ["topic"],
+                    registry=REGISTRY)
+bus_pruned = Counter("pushrelay_bus_pruned_total", "Records deleted by the embedded log's "
+                     "retention", ["topic"], registry=REGISTRY)

@@ -19,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushrelay.infra import logs
+from pushrelay.infra.bus import open_bus
+from pushrelay.infra.bus.api import Bus, BusError
 from pushrelay.infra.kube.errors import KubeConfigError, KubeError
 from pushrelay.infra.lifecycle import Deadline
 from pushrelay.infra.metrics import REGISTRY
@@ -46,9 +48,13 @@ class Service(Protocol):
     def readiness(self) -> str | None: ...
 
 
-#: Builds one service from its settings; ``health_services`` is the list whose
-#: health a service serving the endpoints itself (the ingress) reports.
-ServiceFactory = Callable[[Any, Sequence[Service] | None], Service]
+class ServiceFactory(Protocol):
+    """Builds one service from its settings, on the process's ``bus``;
+    ``health_services`` is the list whose health a service serving the endpoints
+    itself (the ingress) reports."""
+
+    def __call__(self, settings: Any, health_services: Sequence[Service] | None = None,
+                 /, *, bus: Bus) -> Service: ...
 
 
 def liveness_route(services: Sequence[Service]) -> web.RouteDef:
@@ -111,15 +117,18 @@ class HealthServer:
 async def serve(
     services: Sequence[Service], *, health: HealthServer | None = None,
     shutdown_timeout: float = 20.0, stop: asyncio.Event | None = None,
+    bus: Bus | None = None,
 ) -> int:
     """Run ``services`` until a signal, ``stop``, or a crash; return the exit code.
 
-    Services start in order; a stop request while one is starting cancels that
-    start (the service cleans up after itself). A service that fails to start
+    ``bus`` (the one the services were built on) is started before them and
+    stopped after all of them, within the same shutdown budget. Services start
+    in order; a stop request while one is starting cancels that start (the
+    service cleans up after itself). A service that fails to start
     ends the run with exit code 1, as a crash does. The shutdown budget
     (``shutdown_timeout``) runs from the stop request: every started service is
     stopped concurrently with the same :class:`Deadline` (they share nothing but
-    Kafka), and a service still stopping when it expires is abandoned (exit 1).
+    the bus), and a service still stopping when it expires is abandoned (exit 1).
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -132,6 +141,8 @@ async def serve(
     code = 0
     deadline: Deadline | None = None
     try:
+        if bus is not None:
+            await bus.start()
         for service in services:
             if not await _start(service, stop):
                 break
@@ -158,6 +169,8 @@ async def serve(
             await health.stop()
         if not await _stop_all(started, deadline):
             code = code or 1
+        if bus is not None and not await _stop_bus(bus, deadline):
+            code = code or 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.remove_signal_handler(sig)
@@ -169,7 +182,21 @@ async def serve(
 def _unavailable(exc: BaseException) -> bool:
     """A dependency could not be reached (or refused us), or the kubeconfig is
     unusable: not a bug of ours, so one log line without a traceback."""
-    return isinstance(exc, KafkaError | KubeError | KubeConfigError | OSError | TimeoutError)
+    return isinstance(exc, BusError | KubeError | KubeConfigError | OSError | TimeoutError)
+
+
+async def _stop_bus(bus: Bus, deadline: Deadline) -> bool:
+    """Stop the bus with what is left of ``deadline``; False if it did not make it."""
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            await bus.stop()
+    except TimeoutError:
+        log.error("the bus did not stop in time", extra={"bus": bus.kind})
+        return False
+    except Exception:
+        log.exception("the bus failed to stop cleanly", extra={"bus": bus.kind})
+        return False
+    return True
 
 
 async def _start(service: Service, stop: asyncio.Event) -> bool:
@@ -219,13 +246,24 @@ async def _stop_all(services: Sequence[Service], deadline: Deadline) -> bool:
     return all(results)
 
 
+#: Why one service cannot run alone on the embedded bus (docs/bus.md, "Decisions").
+EMBEDDED_ALONE = ("error: the embedded bus runs only in all-in-one (PUSHRELAY_BUS=embedded "
+                  "keeps the log and its wake-ups in one process): run `pushrelay all-in-one`, "
+                  "or set PUSHRELAY_BUS=kafka to run a service on its own")
+
+
 def run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
     """Run the services ``factories`` build in this process, until SIGTERM: the exit code.
 
     When one of them serves the health endpoints itself (the ingress runs the
     health server, with its ``/openapi.json``), it serves them for all;
     otherwise a :class:`HealthServer` listens on ``PUSHRELAY_HEALTH_PORT``.
+    One service alone on the embedded bus is refused (exit 2, a line on stderr):
+    its peers could never read what it writes.
     """
+    if settings.bus == "embedded" and len(factories) == 1:
+        print(EMBEDDED_ALONE, file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     log_deprecations(settings)
     install_event_loop_policy()
@@ -239,13 +277,15 @@ def log_deprecations(settings: CommonSettings) -> None:
 
 
 async def _run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
+    bus = open_bus(settings)  # one per process, shared by every service in it
     reported: list[Service] = []
-    services = [factory(settings, reported) for factory in factories]
+    services = [factory(settings, reported, bus=bus) for factory in factories]
     reported.extend(services)
     serves_health = any(getattr(s, "serves_health", False) for s in services)
     health = None if serves_health else HealthServer(
         services, settings.health_host, settings.health_port)
-    return await serve(services, health=health, shutdown_timeout=settings.shutdown_timeout)
+    return await serve(services, health=health, shutdown_timeout=settings.shutdown_timeout,
+                       bus=bus)
 
 
 def install_event_loop_policy() -> None:

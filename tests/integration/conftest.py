@@ -3,7 +3,8 @@
 The chain: ``devstack_env`` (reuse a running devstack when ``KUBECONFIG`` and
 ``PUSHRELAY_KAFKA_BOOTSTRAP`` are set, else start one for the session) →
 ``kube`` (an admin API client) → ``namespace`` (a fresh namespace per test) and
-``settings`` (a per-test topic prefix, so tests never see each other's events).
+``settings`` (a per-test topic prefix, so tests never see each other's events)
+→ ``bus`` (the settings' bus, started, topics created).
 
 ``PUSHRELAY_TEST_KAFKA=testcontainers`` takes Kafka from testcontainers' Kafka
 provider (a container of the locally built ``pushrelay-kafka`` image, see
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from pushrelay.infra.bus import open_bus
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.kube.client import new_api_client, request_json
 from pushrelay.infra.settings import Settings
 
@@ -87,6 +90,19 @@ def topic_prefix() -> str:
 def settings(devstack_env: dict[str, str], topic_prefix: str) -> Settings:
     """Settings for one test: its own topics, ephemeral ports, fast coalescing."""
     return make_settings(devstack_env, topic_prefix)
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    """The bus of the test's ``settings`` (Kafka on the devstack), started, its
+    topics created; stopped after the test."""
+    the_bus = open_bus(settings)
+    await the_bus.start()
+    try:
+        await the_bus.ensure_topics()
+        yield the_bus
+    finally:
+        await the_bus.stop()
 
 
 def make_settings(devstack_env: dict[str, str], topic_prefix: str, **overrides: Any) -> Settings:

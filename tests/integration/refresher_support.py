@@ -3,7 +3,9 @@
 * :class:`RefreshWatch` counts patches the way the API server saw them: an
   informer (list + watch) on the test namespace's Warehouses records every
   distinct ``kargo.akuity.io/refresh`` value, with no help from the service.
-* :func:`produce` publishes refresh requests and waits for Kafka's acks.
+* :func:`produce` publishes refresh requests through the bus and waits until
+  they are durable; :func:`read_topic` reads a topic through the bus.
+  Group offsets (:func:`committed_offsets`, :func:`end_offsets`) are Kafka's.
 * :class:`ExtraApiserver` runs a *second* kube-apiserver on the devstack's etcd,
   on its own port, so a test can stop it, restart it, or give it tiny
   in-flight limits without touching the shared stack's apiserver.
@@ -25,12 +27,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.events import Cause, RefreshRequest, WarehouseRef, encode
-from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.informer import Informer
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 from pushrelay.infra.settings import Settings
 from refresher.service import RefresherService
+from tests.integration.bus_support import bus_for, read_records, send_all
 
 REPO = "quay.io/acme/app"
 
@@ -114,28 +117,24 @@ def request(namespace: str, name: str, delivery: str, tags: Sequence[str] = ("v1
 
 
 async def produce(settings: Settings, requests: Iterable[RefreshRequest | bytes],
-                  ) -> dict[str, float]:
-    """Publish and wait for every ack.
+                  *, bus: Bus | None = None) -> dict[str, float]:
+    """Publish through ``bus`` (default: the settings' own) and wait until durable.
 
     Returns, per Warehouse name, the time (epoch s) just before its last request
     was sent: a refresh value later than that is a refresh after that request.
     """
-    await ensure_topics(settings)
-    producer = new_producer(settings, linger_ms=5)
-    await producer.start()
     sent: dict[str, float] = {}
-    try:
-        futures = []
+
+    def records() -> Iterable[tuple[bytes | None, bytes]]:
         for req in requests:
             if isinstance(req, bytes):
-                futures.append(await producer.send(settings.refresh_topic, req, key=b"junk"))
+                yield b"junk", req
                 continue
             sent[req.warehouse.name] = time.time()
-            futures.append(await producer.send(settings.refresh_topic, encode(req),
-                                               key=req.key))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+            yield req.key, encode(req)
+
+    async with bus_for(settings, bus) as the_bus:
+        await send_all(the_bus, settings.refresh_topic, records())
     return sent
 
 
@@ -186,21 +185,11 @@ async def all_committed(settings: Settings) -> bool:
 
 
 async def read_topic(settings: Settings, topic: str, count: int, within: float = 30.0,
-                     ) -> list[bytes]:
-    """The first ``count`` messages of ``topic`` (from the beginning)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        async with asyncio.timeout(within):
-            while len(out) < count:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    out += [r.value for r in records if r.value is not None]
-    finally:
-        await consumer.stop()
-    return out
+                     *, bus: Bus | None = None) -> list[bytes]:
+    """The values of ``topic`` once it holds at least ``count`` (through ``bus``,
+    default: the settings' own)."""
+    async with bus_for(settings, bus) as the_bus:
+        return [r.value for r in await read_records(the_bus, topic, count, within)]
 
 
 async def warehouse_events(api: ApiClient, namespace: str) -> list[dict[str, Any]]:

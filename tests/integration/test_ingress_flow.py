@@ -1,4 +1,4 @@
-"""The ingress on the real devstack: Kafka, kube-apiserver, an in-process service.
+"""The ingress on the real devstack: the bus, kube-apiserver, an in-process service.
 
 Helpers here are imported by ``test_ingress_outage``. Every test has its own
 namespace and topics; the ClusterConfig ``cluster`` is shared, so the one test
@@ -23,7 +23,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import ClientSession
-from aiokafka import AIOKafkaConsumer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,10 +31,12 @@ from kubernetes_asyncio.client import ApiClient
 
 from ingress.service import IngressService, create
 from pushrelay.core.events import PushEvent, decode_push
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.errors import KubeError
 from pushrelay.infra.kube.resources import CLUSTER_CONFIG, PROJECT_CONFIG, SECRET
 from pushrelay.infra.settings import Settings
+from tests.integration.bus_support import bus_for
 from tests.integration.conftest import eventually, make_settings
 
 PAYLOAD = {
@@ -79,8 +80,10 @@ async def get_project_config(kube: ApiClient, namespace: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def running_ingress(settings: Settings) -> AsyncIterator[IngressService]:
-    service = create(settings)
+async def running_ingress(settings: Settings, *, bus: Bus | None = None,
+                          ) -> AsyncIterator[IngressService]:
+    """An ingress on ``bus`` (None: a Kafka bus of its own), ready."""
+    service = create(settings, bus=bus)
     await service.start()
     try:
         await eventually(lambda: service.readiness() is None, within=60)
@@ -89,26 +92,20 @@ async def running_ingress(settings: Settings) -> AsyncIterator[IngressService]:
         await service.stop()
 
 
-async def read_events(settings: Settings, deliveries: set[str],
-                      within: float = 30.0) -> dict[str, tuple[bytes, PushEvent]]:
-    """Consume the push topic from the start until every delivery id is found."""
-    consumer = AIOKafkaConsumer(
-        settings.push_topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
+async def read_events(settings: Settings, deliveries: set[str], within: float = 30.0,
+                      *, bus: Bus | None = None) -> dict[str, tuple[bytes, PushEvent]]:
+    """Read the push topic (through ``bus``, default the settings' own) until every
+    delivery id is found."""
     found: dict[str, tuple[bytes, PushEvent]] = {}
-    try:
-        async with asyncio.timeout(within):
-            while not deliveries <= set(found):
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        event = decode_push(record.value)
-                        if event.delivery is not None:
-                            found[event.delivery] = (record.key or b"", event)
-    finally:
-        await consumer.stop()
-    return found
+    async with bus_for(settings, bus) as the_bus, asyncio.timeout(within):
+        while True:
+            for record in await the_bus.read_topic(settings.push_topic, max_wait=within):
+                event = decode_push(record.value)
+                if event.delivery is not None:
+                    found[event.delivery] = (record.key or b"", event)
+            if deliveries <= set(found):
+                return found
+            await asyncio.sleep(0.2)  # polling the topic's contents
 
 
 def dumps(data: Any) -> bytes:
@@ -138,9 +135,9 @@ async def project_with_receiver(kube: ApiClient, namespace: str, name: str = "qu
 
 
 async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, namespace: str,
-                                       http: ClientSession) -> None:
+                                       http: ClientSession, bus: Bus) -> None:
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         status, body, headers = await post(http, service, path)
         assert status == 202, body
@@ -150,7 +147,7 @@ async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, name
         test_note = dict(PAYLOAD, updated_tags=["latest", "foo"], pruned_image_count=3)
         status, body2, _ = await post(http, service, path, dumps(test_note))
         assert status == 202
-    events = await read_events(settings, {delivery, body2["delivery"]})
+    events = await read_events(settings, {delivery, body2["delivery"]}, bus=bus)
     key, event = events[delivery]
     assert key == b"quay.io/mynamespace/repository"
     assert event.scope.project == namespace and event.receiver == "quay-push"
@@ -160,10 +157,10 @@ async def test_push_lands_in_the_topic(settings: Settings, kube: ApiClient, name
     assert events[body2["delivery"]][1].tags == ["latest", "foo"]
 
 
-async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: str,
+async def test_error_statuses(bus: Bus, settings: Settings, kube: ApiClient, namespace: str,
                               http: ClientSession) -> None:
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         base = f"http://127.0.0.1:{service.port}"
         for bad in (b"{not json", b"[]", dumps({"updated_tags": ["x"]}),
@@ -204,15 +201,15 @@ async def test_error_statuses(settings: Settings, kube: ApiClient, namespace: st
         status, sentinel, _ = await post(http, service, path)
         assert status == 202
     # Nothing but the sentinel reached the topic.
-    events = await read_events(settings, {sentinel["delivery"]})
+    events = await read_events(settings, {sentinel["delivery"]}, bus=bus)
     assert set(events) == {sentinel["delivery"]}
 
 
 async def test_secret_rotation_is_live(settings: Settings, kube: ApiClient, namespace: str,
-                                       http: ClientSession) -> None:
+                                       http: ClientSession, bus: Bus) -> None:
     old = await project_with_receiver(kube, namespace, secret="before")
     new = expected_path(namespace, "quay-push", "after")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(old), within=20)
         assert (await post(http, service, old))[0] == 202
         await put_secret(kube, namespace, "quay-secret", {"secret": "after"})
@@ -226,7 +223,7 @@ async def test_secret_rotation_is_live(settings: Settings, kube: ApiClient, name
             receivers = (got.get("status") or {}).get("webhookReceivers") or []
             return receivers and receivers[0]["path"] == new
         await eventually(status_path, within=20)
-    await read_events(settings, {body["delivery"]})
+    await read_events(settings, {body["delivery"]}, bus=bus)
 
 
 async def events_for(kube: ApiClient, namespace: str) -> list[dict[str, Any]]:
@@ -237,7 +234,7 @@ async def events_for(kube: ApiClient, namespace: str) -> list[dict[str, Any]]:
 
 
 async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
-    settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
 ) -> None:
     await put_secret(kube, namespace, "good", {"secret": "g"})
     await put_secret(kube, namespace, "nokey", {"token": "t"})
@@ -246,7 +243,7 @@ async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
         quay_receiver("keyless", "nokey"),
     ])
     ok = expected_path(namespace, "ok", "g")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(ok), within=20)
         assert (await post(http, service, ok))[0] == 202
         unserved = {u.name: u.reason for u in service.registry.unserved
@@ -283,10 +280,10 @@ async def test_missing_secret_or_key_leaves_only_that_receiver_unserved(
 
 
 async def test_status_is_written_once_and_left_alone(
-    settings: Settings, kube: ApiClient, namespace: str,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str,
 ) -> None:
     path = await project_with_receiver(kube, namespace, name="r", secret="x")
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         async def written() -> Any:
             got = await get_project_config(kube, namespace)
             return (got.get("status") or {}).get("webhookReceivers") and got
@@ -303,17 +300,17 @@ async def test_status_is_written_once_and_left_alone(
 
 
 async def test_status_not_written_when_disabled(
-    devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient, namespace: str,
+    bus: Bus, devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient, namespace: str,
 ) -> None:
     settings = make_settings(devstack_env, topic_prefix, write_status=False)
     path = await project_with_receiver(kube, namespace)
-    async with running_ingress(settings) as service:
+    async with running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         await asyncio.sleep(1)
     assert "status" not in await get_project_config(kube, namespace)
 
 
-async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
+async def test_cluster_config_receiver(bus: Bus, settings: Settings, kube: ApiClient,
                                        http: ClientSession) -> None:
     secret_ns = settings.system_resources_namespace
     try:  # a devstack started by an older pushrelay may not have it yet
@@ -328,7 +325,7 @@ async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
     created = await add_cluster_receiver(kube, quay_receiver(name, secret_name))
     path = expected_path("", name, secret)  # project "" for ClusterConfig receivers
     try:
-        async with running_ingress(settings) as service:
+        async with running_ingress(settings, bus=bus) as service:
             receiver = await eventually(lambda: service.registry.lookup(path), within=20)
             assert receiver.project is None and receiver.secret_namespace == secret_ns
             status, body, _ = await post(http, service, path)
@@ -336,7 +333,7 @@ async def test_cluster_config_receiver(settings: Settings, kube: ApiClient,
     finally:
         await remove_cluster_receiver(kube, name, delete_if_empty=created)
         await request_json(kube, "DELETE", SECRET.path(secret_ns, secret_name))
-    _, event = (await read_events(settings, {body["delivery"]}))[body["delivery"]]
+    _, event = (await read_events(settings, {body["delivery"]}, bus=bus))[body["delivery"]]
     assert event.scope.project is None and event.receiver == name
 
 
@@ -387,10 +384,10 @@ async def remove_cluster_receiver(kube: ApiClient, name: str, delete_if_empty: b
 
 
 async def test_graceful_stop_finishes_in_flight_requests(
-    settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
+    bus: Bus, settings: Settings, kube: ApiClient, namespace: str, http: ClientSession,
 ) -> None:
     path = await project_with_receiver(kube, namespace)
-    service = create(settings)
+    service = create(settings, bus=bus)
     await service.start()
     try:
         await eventually(lambda: service.readiness() is None, within=60)
@@ -421,7 +418,7 @@ async def test_graceful_stop_finishes_in_flight_requests(
         await service.stop()  # idempotent
     finally:
         await service.stop()
-    await read_events(settings, {body["delivery"]})
+    await read_events(settings, {body["delivery"]}, bus=bus)
 
 
 def self_signed(directory: Path) -> tuple[str, str]:
@@ -442,13 +439,13 @@ def self_signed(directory: Path) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-async def test_tls(devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,
+async def test_tls(bus: Bus, devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,
                    namespace: str, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     settings = make_settings(devstack_env, topic_prefix, tls_cert=cert, tls_key=key)
     path = await project_with_receiver(kube, namespace)
     context = ssl.create_default_context(cafile=cert)
-    async with ClientSession() as http, running_ingress(settings) as service:
+    async with ClientSession() as http, running_ingress(settings, bus=bus) as service:
         await eventually(lambda: service.registry.lookup(path), within=20)
         url = f"https://127.0.0.1:{service.port}{path}"
         async with http.post(url, data=dumps(PAYLOAD), ssl=context) as resp:

@@ -29,7 +29,7 @@ import ingress.service
 import refresher.service
 import router.service
 from ingress.service import IngressService
-from pushrelay.infra import bus
+from pushrelay.infra.bus import kafka as kafka_bus
 from pushrelay.infra.deliveries import DeliveryLog
 from pushrelay.infra.kube import client as kube_client
 from pushrelay.infra.settings import Settings
@@ -59,8 +59,8 @@ class Created:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
         self.apis: list[ApiClient] = []
         self.kafka: list[AIOKafkaProducer | AIOKafkaConsumer] = []
-        new_api, new_producer = kube_client.new_api_client, bus.new_producer
-        new_consumer = bus.new_consumer
+        new_api, new_producer = kube_client.new_api_client, kafka_bus.new_producer
+        new_consumer = kafka_bus.new_consumer
 
         async def api(*args: Any, **kwargs: Any) -> ApiClient:
             self.apis.append(await new_api(*args, **kwargs))
@@ -75,11 +75,9 @@ class Created:
             return self.kafka[-1]
 
         monkeypatch.setattr(module, "new_api_client", api)
-        for name, factory in (("new_producer", producer), ("new_consumer", consumer)):
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, factory)
-        if module is ingress.service:  # the ingress's producer is made by its publisher
-            monkeypatch.setattr("ingress.publisher.bus.new_producer", producer)
+        # Every Kafka client a service makes comes from the Kafka bus's factories.
+        monkeypatch.setattr(kafka_bus, "new_producer", producer)
+        monkeypatch.setattr(kafka_bus, "new_consumer", consumer)
 
     def leftovers(self) -> list[str]:
         left = [f"API client {i}" for i, api in enumerate(self.apis)

@@ -1,4 +1,4 @@
-"""The refresher against the real devstack: Kafka in, Warehouse patches out.
+"""The refresher against the real devstack: the bus in, Warehouse patches out.
 
 Patches are counted by a watch on the Warehouses (what the API server saw),
 not by trusting the service's own counters.
@@ -15,6 +15,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.deliveries import Delivery
 from pushrelay.core.events import decode_dead_letter
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.deliveries import read_deliveries
 from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, make_settings
@@ -36,13 +37,14 @@ log = logging.getLogger(__name__)
 
 
 async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_patches(
-    kube: ApiClient, namespace: str, settings: Settings,
+    kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     await create_warehouses(kube, namespace, ["app"])
-    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+    async with watching(kube, namespace) as watch, running_refresher(settings, bus=bus) as service:
         await eventually(lambda: service.marks.partitions(), within=30)
         t0 = time.monotonic()
-        sent = await produce(settings, [request(namespace, "app", f"d{i}") for i in range(500)])
+        sent = await produce(settings, [request(namespace, "app", f"d{i}") for i in range(500)],
+                             bus=bus)
         assert time.monotonic() - t0 < 1.0, "the burst must fit in one second"
         await eventually(lambda: watch.refreshed_after(sent), within=15)
         await eventually(lambda: service.marks.outstanding() == 0, within=15)
@@ -59,20 +61,20 @@ async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_pat
         assert refreshed[-1]["involvedObject"]["name"] == "app"
         assert refreshed[-1]["source"]["component"] == "pushrelay-refresher"
         # `pushrelay deliveries` sees each delivery refreshed
-        rows = await eventually(lambda: _deliveries(settings, "d0", "d499"), within=15)
+        rows = await eventually(lambda: _deliveries(settings, "d0", "d499", bus=bus), within=15)
         assert all(row.refreshed == [f"{namespace}/app"] for row in rows)
 
 
 async def test_50_warehouses_times_20_requests(
-    kube: ApiClient, namespace: str, settings: Settings,
+    kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     names = [f"wh-{i:02d}" for i in range(50)]
     await create_warehouses(kube, namespace, names)
-    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+    async with watching(kube, namespace) as watch, running_refresher(settings, bus=bus) as service:
         await eventually(lambda: service.marks.partitions(), within=30)
         t0 = time.monotonic()
         sent = await produce(settings, [request(namespace, names[i % 50], f"d{i}")
-                                        for i in range(1000)])
+                                        for i in range(1000)], bus=bus)
         produced = time.monotonic() - t0
         await eventually(lambda: watch.refreshed_after(sent), within=30)
         refreshed = time.monotonic() - t0
@@ -89,26 +91,26 @@ async def test_50_warehouses_times_20_requests(
 
 
 async def test_invalid_and_unknown_requests_are_dead_lettered_and_skipped(
-    kube: ApiClient, namespace: str, settings: Settings,
+    kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     await create_warehouses(kube, namespace, ["ok"])
     dropped = metric("pushrelay_refresher_dropped_total")
-    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
+    async with watching(kube, namespace) as watch, running_refresher(settings, bus=bus) as service:
         wrong_schema = orjson.dumps({"schema": "pushrelay.refresh/v9", "id": "x"})
         sent = await produce(settings, [
             b"not json", wrong_schema,
             request(namespace, "missing", "d-missing"),  # no such Warehouse: dropped
             request(namespace, "ok", "d-ok"),
-        ])
+        ], bus=bus)
         await eventually(lambda: watch.refreshed_after({"ok": sent["ok"]}), within=15)
         letters = [decode_dead_letter(raw) for raw in
-                   await read_topic(settings, settings.dead_letter_topic, 2)]
+                   await read_topic(settings, settings.dead_letter_topic, 2, bus=bus)]
         reasons = sorted(letter.reason for letter in letters)
         assert all(letter.stage == "refresher" for letter in letters)
         assert reasons[0].startswith("not JSON") and "unknown schema" in reasons[1]
         await eventually(lambda: metric("pushrelay_refresher_dropped_total") == dropped + 1,
                          within=15)
-        [row] = await eventually(lambda: _deliveries(settings, "d-missing"), within=15)
+        [row] = await eventually(lambda: _deliveries(settings, "d-missing", bus=bus), within=15)
         assert row.failed == [f"{namespace}/missing"] and "not found" in (row.reason or "")
         await eventually(lambda: service.marks.outstanding() == 0, within=15)
         await eventually(lambda: all_committed(settings), within=15)
@@ -116,7 +118,7 @@ async def test_invalid_and_unknown_requests_are_dead_lettered_and_skipped(
 
 
 async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
-    kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str,
+    kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str, bus: Bus,
 ) -> None:
     from pushrelay_devstack.stack import mint_user_kubeconfig
     from tests.devstack_fixtures import state_dir_of
@@ -126,10 +128,10 @@ async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
     settings = make_settings(devstack_env, topic_prefix, kubeconfig=str(kubeconfig))
     names = ["a", "b", "c"]
     await create_warehouses(kube, namespace, names)
-    async with watching(kube, namespace) as watch, running_refresher(settings) as service:
-        await produce(settings, [request(namespace, n, f"d-{n}") for n in names])
+    async with watching(kube, namespace) as watch, running_refresher(settings, bus=bus) as service:
+        await produce(settings, [request(namespace, n, f"d-{n}") for n in names], bus=bus)
         letters = [decode_dead_letter(raw) for raw in
-                   await read_topic(settings, settings.dead_letter_topic, 3)]
+                   await read_topic(settings, settings.dead_letter_topic, 3, bus=bus)]
         assert sorted(letter.key or "" for letter in letters) == [
             f"{namespace}/{n}" for n in names]
         assert all("403" in letter.reason and letter.stage == "refresher" for letter in letters)
@@ -137,46 +139,48 @@ async def test_forbidden_patch_is_dead_lettered_and_the_service_stays_healthy(
                    for letter in letters)
         await eventually(lambda: all_committed(settings), within=15)
         assert watch.patches() == 0
-        [row] = await eventually(lambda: _deliveries(settings, "d-a"), within=15)
+        [row] = await eventually(lambda: _deliveries(settings, "d-a", bus=bus), within=15)
         assert row.failed == [f"{namespace}/a"] and "403" in (row.reason or "")
         assert not service.crashed.is_set() and service.readiness() is None
 
         # grant the right: the same service now refreshes
         await grant_refresher_rights(kube, namespace, user)
-        sent = await produce(settings, [request(namespace, "a", "d-after-grant")])
+        sent = await produce(settings, [request(namespace, "a", "d-after-grant")], bus=bus)
         await eventually(lambda: watch.refreshed_after(sent), within=30)
         assert not service.crashed.is_set()
 
 
 async def test_graceful_stop_commits_and_a_restart_repatches_nothing(
-    kube: ApiClient, namespace: str, settings: Settings,
+    kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     names = [f"w{i}" for i in range(5)]
     await create_warehouses(kube, namespace, names)
     async with watching(kube, namespace) as watch:
-        async with running_refresher(settings):
-            sent = await produce(settings, [request(namespace, n, f"d-{n}") for n in names])
+        async with running_refresher(settings, bus=bus):
+            sent = await produce(settings, [request(namespace, n, f"d-{n}") for n in names],
+                                 bus=bus)
             await eventually(lambda: watch.refreshed_after(sent), within=30)
         assert await all_committed(settings)  # committed by stop(), not by luck
         before = watch.patches()
-        async with running_refresher(settings) as second:
+        async with running_refresher(settings, bus=bus) as second:
             await eventually(lambda: second.marks.partitions(), within=30)
-            extra = await produce(settings, [request(namespace, "w0", "d-next")])
+            extra = await produce(settings, [request(namespace, "w0", "d-next")], bus=bus)
             await eventually(lambda: watch.refreshed_after(extra), within=30)
         assert watch.patches() == before + 1  # only the new request: nothing redone
 
 
 async def test_two_replicas_share_the_partitions_and_hand_over_on_stop(
-    kube: ApiClient, namespace: str, settings: Settings,
+    kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     names = [f"r{i:02d}" for i in range(12)]
     await create_warehouses(kube, namespace, names)
-    async with watching(kube, namespace) as watch, running_refresher(settings) as one:
-        async with running_refresher(settings) as two:
+    async with watching(kube, namespace) as watch, running_refresher(settings, bus=bus) as one:
+        async with running_refresher(settings, bus=bus) as two:
             await eventually(lambda: one.marks.partitions() and two.marks.partitions()
                              and len(one.marks.partitions()) + len(two.marks.partitions())
                              == settings.topic_partitions, within=60)
-            sent = await produce(settings, [request(namespace, n, f"a-{n}") for n in names])
+            sent = await produce(settings, [request(namespace, n, f"a-{n}") for n in names],
+                                 bus=bus)
             await eventually(lambda: watch.refreshed_after(sent), within=30)
             assert one.reporter and two.reporter
             # The watch can see a patch before its replica has counted it.
@@ -185,14 +189,14 @@ async def test_two_replicas_share_the_partitions_and_hand_over_on_stop(
         # two stopped gracefully: its partitions move to one
         await eventually(lambda: len(one.marks.partitions()) == settings.topic_partitions,
                          within=60)
-        sent = await produce(settings, [request(namespace, n, f"b-{n}") for n in names])
+        sent = await produce(settings, [request(namespace, n, f"b-{n}") for n in names], bus=bus)
         await eventually(lambda: watch.refreshed_after(sent), within=30)
         await eventually(lambda: all_committed(settings), within=15)
         assert watch.patches() <= 2 * len(names) + settings.topic_partitions
 
 
-async def _deliveries(settings: Settings, *ids: str) -> list[Delivery] | None:
+async def _deliveries(settings: Settings, *ids: str, bus: Bus) -> list[Delivery] | None:
     """The delivery rows of ``ids`` once every one has a refresher outcome."""
-    rows = {r.delivery: r for r in await read_deliveries(settings, limit=100_000)}
+    rows = {r.delivery: r for r in await read_deliveries(bus, settings, limit=100_000)}
     found = [rows[i] for i in ids if i in rows and (rows[i].refreshed or rows[i].failed)]
     return found if len(found) == len(ids) else None

@@ -1,4 +1,4 @@
-"""The router on the real devstack: Kafka in and out, Warehouses from the API server.
+"""The router on the real devstack: the bus in and out, Warehouses from the API server.
 
 Helpers here are imported by the other ``test_router_*`` modules. Absence of a
 request is proven with a *sentinel*: a second push to the same repository (so
@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.cli.explain import run as explain_run
@@ -30,7 +29,8 @@ from pushrelay.core.events import (
     encode,
 )
 from pushrelay.core.normalize import repo_urls
-from pushrelay.infra.bus import new_producer
+from pushrelay.infra.bus import open_bus
+from pushrelay.infra.bus.api import Bus
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.resources import WAREHOUSE
 from pushrelay.infra.settings import Settings
@@ -59,13 +59,11 @@ def push_event(tags: list[str], project: str | None, repo: str = REPO) -> PushEv
 
 
 class Collector:
-    """Everything on one topic, decoded, from the beginning."""
+    """Everything on one topic, from the beginning: a consumer of a group of its own."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-            auto_offset_reset="earliest", enable_auto_commit=False,
-            metadata_max_age_ms=1000)
+    def __init__(self, bus: Bus, topic: str) -> None:
+        self.consumer = bus.consumer(topic, f"collector-{uuid.uuid4().hex[:8]}",
+                                     client_id="pushrelay-test-collector")
         self.raw: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -74,8 +72,9 @@ class Collector:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        async for record in self.consumer:
-            self.raw.append(record.value)
+        while True:
+            for records in (await self.consumer.poll(0.5, 1000)).values():
+                self.raw += [record.value for record in records]
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -96,21 +95,28 @@ class Collector:
 
 
 class Harness:
-    def __init__(self, settings: Settings) -> None:
+    """Routers on one bus (``bus``, else the settings' own, started and stopped
+    here), a producer of push events and collectors of what they produce."""
+
+    def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
         self.settings = settings
+        self._own_bus = bus is None
+        self.bus = bus if bus is not None else open_bus(settings)
         self.routers: list[RouterService] = []
-        self.producer: AIOKafkaProducer = new_producer(settings)
-        self.requests = Collector(settings, settings.refresh_topic)
-        self.dead = Collector(settings, settings.dead_letter_topic)
+        self.producer = self.bus.producer(client_id="pushrelay-test")
+        self.requests = Collector(self.bus, settings.refresh_topic)
+        self.dead = Collector(self.bus, settings.dead_letter_topic)
 
     async def add_router(self) -> RouterService:
-        router = RouterService(self.settings)
+        router = RouterService(self.settings, bus=self.bus)
         await router.start()
         self.routers.append(router)
         await eventually(lambda: router.readiness() is None, within=20)
         return router
 
     async def start(self) -> None:
+        if self._own_bus:
+            await self.bus.start()
         await self.add_router()
         await self.producer.start()
         await self.requests.start()
@@ -122,14 +128,16 @@ class Harness:
         await self.requests.stop()
         await self.dead.stop()
         await self.producer.stop()
+        if self._own_bus:
+            await self.bus.stop()
 
     async def publish(self, event: PushEvent) -> PushEvent:
-        await self.producer.send_and_wait(self.settings.push_topic, encode(event),
-                                          key=event.key)
+        await (await self.producer.send(self.settings.push_topic, encode(event),
+                                        key=event.key))
         return event
 
     async def publish_raw(self, value: bytes, key: bytes = b"junk") -> None:
-        await self.producer.send_and_wait(self.settings.push_topic, value, key=key)
+        await (await self.producer.send(self.settings.push_topic, value, key=key))
 
     async def requests_for(self, event: PushEvent, count: int,
                            within: float = 15) -> list[RefreshRequest]:
@@ -144,8 +152,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(settings: Settings) -> AsyncIterator[Harness]:
-    h = Harness(settings)
+async def harness(settings: Settings, bus: Bus) -> AsyncIterator[Harness]:
+    h = Harness(settings, bus)
     await h.start()
     try:
         yield h

@@ -26,7 +26,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.events import encode
-from pushrelay.infra.bus import ensure_topics, new_producer
+from pushrelay.infra.bus.kafka import KafkaBus, new_producer
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.resources import WAREHOUSE
 from pushrelay.infra.settings import Settings
@@ -86,7 +86,7 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 
 async def test_router_throughput_10k(settings: Settings, bench_namespaces: list[str]) -> None:
-    await ensure_topics(settings)
+    await KafkaBus(settings).ensure_topics()
     producer = new_producer(settings, linger_ms=20)
     await producer.start()
     events = []

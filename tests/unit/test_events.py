@@ -80,7 +80,7 @@ def test_refresh_decoder_rejects_push_events() -> None:
 def test_key_partitioner_agrees_with_kafkas_default() -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
-    from pushrelay.infra.bus import KeyPartitioner
+    from pushrelay.infra.bus.kafka import KeyPartitioner
 
     ours, default = KeyPartitioner(cache_size=8), DefaultPartitioner()
     partitions = list(range(6))

@@ -20,7 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushrelay.infra.bus import guard_connection, new_consumer, new_producer
+from pushrelay.infra.bus.kafka import guard_connection, new_consumer, new_producer
 from pushrelay.infra.settings import CommonSettings
 
 uvloop = pytest.importorskip("uvloop")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pushrelay.infra import bus
+from pushrelay.infra.bus import kafka as bus
 from pushrelay.infra.settings import Settings
 from pushrelay_devstack.certs import Pki, ensure_pki, issue_client
 

@@ -1,30 +1,126 @@
-"""The Kafka bus: topics, a durable producer, group consumers, dead letters.
+"""The Kafka bus: :class:`KafkaBus`, the :mod:`pushrelay.infra.bus.api` over aiokafka.
 
-Every stage produces with ``acks=all`` and idempotence on, consumes with
-automatic commits off, and commits only after the effect of a message is
-durable (at-least-once). Messages that cannot be acted on go to the
-dead-letters topic with the reason; a consumer never stalls on one.
+Every producer sends with ``acks=all`` and idempotence on, every consumer
+commits explicitly (automatic commits off), so a stage commits only after the
+effect of a record is durable (at-least-once). aiokafka's errors are translated
+here, once, into :class:`~pushrelay.infra.bus.api.BusError` subclasses that
+carry their retry policy (:func:`translate`); nothing above this module sees an
+aiokafka type.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import TopicPartition as KafkaPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection, CloseReason
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerClosed,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from pushrelay.core.events import DeadLetter, encode
+from pushrelay.infra.bus.api import (
+    BusError,
+    BusKind,
+    BusTimeout,
+    BusUnavailable,
+    CommitRefused,
+    Rebalance,
+    Record,
+    RecordRejected,
+    TopicPartition,
+)
+from pushrelay.infra.bus.topics import topic_configs
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
+#: Producers' default linger (ms): a little batching for the stages' bursts.
+DEFAULT_LINGER_MS = 5
+#: A readiness probe's bound (s), at most the request timeout.
+PROBE_TIMEOUT = 5.0
+
+
+# ---- error translation ---------------------------------------------------------
+
+def translate(error: BaseException, *, produce: bool = False, commit: bool = False) -> BusError:
+    """The :class:`BusError` for an aiokafka (or socket) error, with its retry policy.
+
+    * ``KafkaTimeoutError`` → :class:`BusTimeout`, retriable (aiokafka marks its
+      own timeouts non-retriable; for us a missing answer is exactly what to retry);
+    * connection errors, ``OSError``, a closed producer → :class:`BusUnavailable`;
+    * on a commit, ``CommitFailedError`` / ``IllegalStateError`` (the partitions
+      went to another member) → :class:`CommitRefused`;
+    * on a send, an error aiokafka marks non-retriable (``MessageSizeTooLarge``,
+      an unauthorized topic) → :class:`RecordRejected`;
+    * any other retriable ``KafkaError`` → :class:`BusUnavailable`; any other
+      non-retriable one → a :class:`BusError` with ``retriable`` False.
+    """
+    text = f"{type(error).__name__}: {error}"
+    translated: BusError
+    if isinstance(error, KafkaTimeoutError | asyncio.TimeoutError):
+        translated = BusTimeout(text)
+    elif commit and isinstance(error, CommitFailedError | IllegalStateError):
+        translated = CommitRefused(text)
+    elif isinstance(error, KafkaConnectionError | ProducerClosed | OSError):
+        translated = BusUnavailable(text)
+    elif isinstance(error, KafkaError) and error.retriable:
+        translated = BusUnavailable(text)
+    elif produce:
+        translated = RecordRejected(text)
+    else:
+        translated = BusError(text)
+        translated.retriable = False
+    return translated
+
+
+@contextlib.contextmanager
+def translated(*, produce: bool = False, commit: bool = False) -> Iterator[None]:
+    """Raise aiokafka's errors (and socket errors) as :func:`translate` says."""
+    try:
+        yield
+    except BusError:
+        raise
+    except (KafkaError, OSError) as exc:
+        raise translate(exc, produce=produce, commit=commit) from exc
+
+
+def _resolved(source: asyncio.Future[Any]) -> asyncio.Future[None]:
+    """A future that resolves (to None) with ``source``, or raises its error translated."""
+    target: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(future: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if future.cancelled():  # the producer was stopped before the ack
+            target.set_exception(BusUnavailable("send abandoned: the producer stopped"))
+        elif (error := future.exception()) is not None:
+            target.set_exception(translate(error, produce=True)
+                                 if isinstance(error, KafkaError | OSError) else error)
+        else:
+            target.set_result(None)
+
+    source.add_done_callback(done)
+    return target
+
+
+# ---- connections -----------------------------------------------------------------
 
 def guard_connection(conn: AIOKafkaConnection) -> AIOKafkaConnection:
     """Make a write to a connection the broker closed a ``KafkaConnectionError``
@@ -75,24 +171,6 @@ def guarded(client: AIOKafkaClient) -> AIOKafkaClient:
     return client
 
 
-DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
-
-
-def topic_configs(settings: CommonSettings) -> dict[str, dict[str, str]]:
-    """Every topic pushrelay uses, with its configuration."""
-    return {
-        settings.push_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
-        settings.refresh_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
-        settings.dead_letter_topic: {"retention.ms": str(30 * 24 * 3600 * 1000)},
-        settings.deliveries_topic: {
-            "cleanup.policy": "compact,delete",
-            "retention.ms": str(14 * 24 * 3600 * 1000),
-            "min.compaction.lag.ms": str(3600 * 1000),
-            "segment.ms": str(6 * 3600 * 1000),
-        },
-    }
-
-
 def connection_options(settings: CommonSettings) -> dict[str, Any]:
     """How every Kafka client of pushrelay reaches the brokers: bootstrap servers,
     security protocol, TLS context and SASL credentials, as aiokafka arguments.
@@ -121,38 +199,6 @@ def connection_options(settings: CommonSettings) -> dict[str, Any]:
     return options
 
 
-async def ensure_topics(settings: CommonSettings) -> None:
-    """Create missing topics (idempotent; safe from several replicas at once)."""
-    admin = AIOKafkaAdminClient(
-        **connection_options(settings),
-        request_timeout_ms=int(settings.kafka_request_timeout * 1000),
-    )
-    guarded(admin._client)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, settings.topic_partitions, settings.topic_replication, topic_configs=cfg)
-            for name, cfg in topic_configs(settings).items()
-            if name not in existing
-        ]
-        if not missing:
-            return
-        try:
-            await admin.create_topics(missing)
-        except TopicAlreadyExistsError:
-            pass
-        log.info("created topics %s", [t.name for t in missing])
-    finally:
-        await admin.close()
-
-
-def watchdog_timeout(settings: CommonSettings) -> float:
-    """Bound on one Kafka client call that has timeouts of its own (a send's ack,
-    a commit): if it is reached, the client did not keep its own bound."""
-    return 2 * settings.kafka_request_timeout + 5
-
-
 class KeyPartitioner:
     """Kafka's default partitioning (murmur2 of the key, as the Java client), memoized.
 
@@ -173,12 +219,14 @@ class KeyPartitioner:
 
 
 def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An aiokafka producer as every stage sends: ``acks=all``, idempotent,
+    guarded connections, Kafka's partitioning (``overrides``: aiokafka options)."""
     options: dict[str, Any] = {
         **connection_options(settings),
         "partitioner": KeyPartitioner(),
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": DEFAULT_LINGER_MS,
         "request_timeout_ms": int(settings.kafka_request_timeout * 1000),
         "max_request_size": 2 * 1024 * 1024,
         "client_id": "pushrelay",
@@ -190,8 +238,11 @@ def new_producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer
 
 
 def new_consumer(
-    settings: CommonSettings, topic: str, group: str, **overrides: Any
+    settings: CommonSettings, topic: str, group: str,
+    listener: ConsumerRebalanceListener | None = None, **overrides: Any,
 ) -> AIOKafkaConsumer:
+    """An aiokafka group member subscribed to ``topic``: explicit commits only,
+    from the earliest record without a commit, fetches tuned for trickles."""
     options: dict[str, Any] = {
         **connection_options(settings),
         "group_id": group,
@@ -208,34 +259,233 @@ def new_consumer(
         "client_id": group,
     }
     options.update(overrides)
-    consumer = AIOKafkaConsumer(topic, **options)
+    consumer = AIOKafkaConsumer(**options)
+    consumer.subscribe([topic], listener=listener)
     guarded(consumer._client)
     return consumer
 
 
-def dead_letter_for(stage: str, reason: str, record: ConsumerRecord[Any, Any] | None = None,
-                    payload: bytes | None = None) -> DeadLetter:
-    raw = payload if payload is not None else (record.value if record is not None else b"")
-    text = (raw or b"")[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
-    key = record.key if record is not None else None
-    return DeadLetter(
-        stage=stage,
-        reason=reason[:1000] or "unknown",
-        topic=record.topic if record is not None else None,
-        partition=record.partition if record is not None else None,
-        offset=record.offset if record is not None else None,
-        key=key.decode("utf-8", errors="replace") if isinstance(key, bytes) else None,
-        payload=text,
-    )
 
 
-async def send_dead_letter(
-    producer: AIOKafkaProducer, settings: CommonSettings, letter: DeadLetter
-) -> None:
-    """Publish a dead letter and wait for the broker's ack."""
-    key = (letter.key or letter.id).encode()
-    await producer.send_and_wait(settings.dead_letter_topic, encode(letter), key=key)
-    log.warning(
-        "dead-lettered message", extra={"stage": letter.stage, "reason": letter.reason,
-                                        "topic": letter.topic, "offset": letter.offset},
-    )
+def _record(record: ConsumerRecord[Any, Any]) -> Record:
+    return Record(topic=record.topic, partition=record.partition, offset=record.offset,
+                  key=record.key, value=record.value if record.value is not None else b"",
+                  timestamp=record.timestamp / 1000)
+
+
+def _ours(partitions: Any) -> set[TopicPartition]:
+    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
+
+
+def _theirs(partitions: Any) -> list[KafkaPartition]:
+    return [KafkaPartition(tp.topic, tp.partition) for tp in partitions]
+
+
+# ---- the adapters ------------------------------------------------------------------
+
+class KafkaProducer:
+    """:class:`api.Producer <pushrelay.infra.bus.api.Producer>` over one aiokafka
+    producer (``acks=all``, idempotent). Not restartable: ``start()`` after
+    ``stop()`` is a no-op; make a new one from the bus instead."""
+
+    def __init__(self, settings: CommonSettings, *, client_id: str,
+                 linger_ms: int | None = None) -> None:
+        self._settings = settings
+        self._producer = new_producer(
+            settings, client_id=client_id,
+            linger_ms=DEFAULT_LINGER_MS if linger_ms is None else linger_ms)
+        self._started = self._stopped = False
+
+    async def start(self) -> None:
+        if self._started or self._stopped:
+            return
+        self._started = True
+        with translated():
+            await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is queued and close (bounded by aiokafka's request timeout)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with translated():
+            await self._producer.stop()
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future[None]:
+        with translated(produce=True):
+            future = await self._producer.send(topic, value, key=key, partition=partition)
+        return _resolved(future)
+
+    async def partitions(self, topic: str) -> Sequence[int]:
+        with translated(produce=True):
+            return sorted(await self._producer.partitions_for(topic))
+
+    async def probe(self) -> None:
+        """A metadata fetch from the brokers: :class:`BusUnavailable` (or
+        :class:`BusTimeout`) unless one answers within :data:`PROBE_TIMEOUT`."""
+        try:
+            async with asyncio.timeout(min(PROBE_TIMEOUT, self._settings.kafka_request_timeout)):
+                await self._producer.client.fetch_all_metadata()
+        except TimeoutError:
+            raise BusTimeout("metadata probe: no answer in time") from None
+        except (KafkaError, OSError) as exc:  # "no broker answered" is plain KafkaError
+            raise BusUnavailable(f"metadata probe failed: {type(exc).__name__}") from exc
+
+
+class _Listener(ConsumerRebalanceListener):
+    """aiokafka's rebalance callbacks, passed on as :class:`api.Rebalance` calls."""
+
+    def __init__(self, listener: Rebalance) -> None:
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._listener.on_revoked(_ours(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._listener.on_assigned(_ours(assigned))
+
+
+class KafkaConsumer:
+    """:class:`api.Consumer <pushrelay.infra.bus.api.Consumer>` over one aiokafka
+    group member on one topic (explicit commits, from the earliest record)."""
+
+    def __init__(self, settings: CommonSettings, topic: str, group: str, *,
+                 client_id: str, listener: Rebalance | None = None) -> None:
+        self._consumer = new_consumer(
+            settings, topic, group, listener=_Listener(listener) if listener else None,
+            client_id=client_id)
+        self._started = self._stopped = False
+
+    async def start(self) -> None:
+        if self._started or self._stopped:
+            return
+        self._started = True
+        with translated():
+            await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leave the group (revocation callbacks run) and close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with translated():
+            await self._consumer.stop()
+
+    async def poll(self, wait: float, max_records: int
+                   ) -> Mapping[TopicPartition, Sequence[Record]]:
+        with translated():
+            batch = await self._consumer.getmany(timeout_ms=int(wait * 1000),
+                                                 max_records=max_records)
+        return {TopicPartition(tp.topic, tp.partition): [_record(r) for r in records]
+                for tp, records in batch.items()}
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        with translated(commit=True):
+            await self._consumer.commit(
+                {KafkaPartition(tp.topic, tp.partition): n for tp, n in offsets.items()})
+
+    def assignment(self) -> set[TopicPartition]:
+        return _ours(self._consumer.assignment())
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._consumer.pause(*_theirs(partitions))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._consumer.resume(*_theirs(partitions))
+
+    def paused(self) -> set[TopicPartition]:
+        return _ours(self._consumer.paused())
+
+
+class KafkaBus:
+    """:class:`api.Bus <pushrelay.infra.bus.api.Bus>` on a Kafka cluster.
+
+    Holds no connection of its own (each producer, consumer and admin call has
+    its own client), so ``start()``/``stop()`` only mark its lifetime; they are
+    idempotent like every other start/stop.
+    """
+
+    kind: BusKind = "kafka"
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.settings = settings
+        self.running = False
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+    async def ensure_topics(self) -> None:
+        """Create missing topics (idempotent; safe from several replicas at once)."""
+        settings = self.settings
+        admin = AIOKafkaAdminClient(
+            **connection_options(settings),
+            request_timeout_ms=int(settings.kafka_request_timeout * 1000),
+        )
+        guarded(admin._client)
+        with translated():
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                missing = [
+                    NewTopic(name, settings.topic_partitions, settings.topic_replication,
+                             topic_configs=cfg)
+                    for name, cfg in topic_configs(settings).items()
+                    if name not in existing
+                ]
+                if not missing:
+                    return
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("created topics %s", [t.name for t in missing])
+            finally:
+                await admin.close()
+
+    def producer(self, *, client_id: str, linger_ms: int | None = None) -> KafkaProducer:
+        return KafkaProducer(self.settings, client_id=client_id, linger_ms=linger_ms)
+
+    def consumer(self, topic: str, group: str, *, client_id: str,
+                 listener: Rebalance | None = None) -> KafkaConsumer:
+        return KafkaConsumer(self.settings, topic, group, client_id=client_id,
+                             listener=listener)
+
+    async def read_topic(self, topic: str, max_wait: float = 10.0) -> list[Record]:
+        """Every record of ``topic`` now (a consumer without a group: nothing
+        committed); :class:`BusTimeout` if they are not all read in ``max_wait``."""
+        consumer = AIOKafkaConsumer(
+            **connection_options(self.settings), enable_auto_commit=False,
+            auto_offset_reset="earliest", group_id=None,
+        )
+        guarded(consumer._client)
+        by_partition: dict[int, list[Record]] = {}
+        with translated():
+            await consumer.start()
+            try:
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    partitions = consumer.partitions_for_topic(topic) or set()
+                tps = [KafkaPartition(topic, p) for p in sorted(partitions)]
+                if not tps:
+                    return []
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+                pending = {tp for tp in tps if end[tp] > 0}
+                async with asyncio.timeout(max_wait):
+                    while pending:
+                        batch = await consumer.getmany(*pending, timeout_ms=500)
+                        for tp, records in batch.items():
+                            by_partition.setdefault(tp.partition, []).extend(
+                                _record(r) for r in records if r.offset < end[tp])
+                        for tp in list(pending):
+                            if await consumer.position(tp) >= end[tp]:
+                                pending.discard(tp)
+            finally:
+                await consumer.stop()
+        return [r for p in sorted(by_partition) for r in by_partition[p]]
