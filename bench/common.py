@@ -100,6 +100,8 @@ class Sizes:
     e2e_baseline_seconds: float = 20.0
     e2e_namespaces: int = 20
     e2e_per_namespace: int = 50
+    spool_rate: float = 200.0  # bench 7's spool comparison: below either path's saturation
+    spool_seconds: float = 20.0
     index_namespaces: int = 90  # + the e2e ones: 10,000 Warehouses in all
     index_per_namespace: int = 100
     router_events: int = 20_000
@@ -116,6 +118,7 @@ class Sizes:
         # every 5 s (outside the coalescing window), which needs 1,000 of them.
         return cls(wrk_rounds=1, wrk_round_seconds=3.0, fixed_seconds=3.0, amp_pushes=200,
                    amp_warehouses=10, e2e_seconds=8.0, e2e_baseline_seconds=4.0,
+                   spool_seconds=4.0,
                    index_namespaces=4, index_per_namespace=100, router_events=2_000,
                    soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1)
 
