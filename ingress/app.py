@@ -9,7 +9,9 @@ One catch-all route handles every path that is not a health or document route:
 * any method but POST on a served receiver's path → 405;
 * body over ``max_body_bytes`` → 413 from Content-Length, or while reading a
   chunked body; slower than ``read_timeout`` → 408; not a push payload → 400;
-* Kafka acknowledged → 202; it did not within ``publish_timeout`` → 503 + Retry-After.
+* Kafka acknowledged → 202; it did not within ``publish_timeout`` → the spool
+  (when configured: 202 with ``X-Pushrelay-Spooled: true`` once fsync'd, see
+  :mod:`ingress.durable`), else 503 + Retry-After.
 
 Logs carry the delivery id, receiver name and the first 8 characters of its
 hash, never the path or the secret. The access log is off for the same reason.
@@ -27,6 +29,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ingress.payload import InvalidBody, build_event, parse_push
+from ingress.spool import Spooled
 from pushrelay.core.deliveries import DeliveryFact, Outcome
 from pushrelay.core.events import PushEvent, new_id
 from pushrelay.core.receivers import QUAY, Receiver, base_path_of, join_path
@@ -38,6 +41,7 @@ from pushrelay.infra.settings import IngressSettings
 log = logging.getLogger(__name__)
 
 DELIVERY_HEADER = "X-Pushrelay-Delivery"
+SPOOLED_HEADER = "X-Pushrelay-Spooled"
 INVALID_BODY = "invalid request body"
 READ_CHUNK = 64 * 1024
 
@@ -51,7 +55,10 @@ class Receivers(Protocol):
 
 
 class Publisher(Protocol):
-    async def publish(self, event: PushEvent) -> None: ...
+    async def publish(self, event: PushEvent) -> Spooled | None:
+        """Return once ``event`` is durable: None in Kafka, :class:`Spooled` in the
+        spool; raise the handler's ``publish_error`` when it is not."""
+        ...
 
 
 class Rejected(Exception):
@@ -158,22 +165,28 @@ class WebhookHandler:
                 response.force_close()
             return self._reject(exc.reason, response)
         try:
-            await self._publisher.publish(event)
+            spooled = await self._publisher.publish(event)
         except self._publish_error as exc:
             self._record("failed", receiver, delivery, reason=f"Kafka unavailable: {exc}",
                          repository=push.docker_url, tags=push.tags)
             log.warning("could not publish push", extra={**ids, "reason": str(exc)})
             return self._reject("unavailable", _error(
                 503, "the event could not be stored; retry later", self._unavailable))
-        self._record("accepted", receiver, delivery, repository=push.docker_url,
-                     tags=push.tags, test=push.test_notification)
-        log.info("accepted push", extra={**ids, "event": event.id, "repository": push.docker_url,
-                                         "tags": len(push.tags),
-                                         "test_notification": push.test_notification})
+        headers = {DELIVERY_HEADER: delivery}
+        if spooled is None:
+            self._record("accepted", receiver, delivery, repository=push.docker_url,
+                         tags=push.tags, test=push.test_notification)
+        else:
+            headers[SPOOLED_HEADER] = "true"
+            self._record("spooled", receiver, delivery, repository=push.docker_url,
+                         tags=push.tags, test=push.test_notification,
+                         reason=f"Kafka unavailable: {spooled.cause}")
+        log.info("spooled push" if spooled else "accepted push", extra={
+            **ids, "event": event.id, "repository": push.docker_url, "tags": len(push.tags),
+            "test_notification": push.test_notification})
         # The id is 32 hex digits: the JSON is written directly (the hot path).
         return web.Response(body=b'{"msg":"accepted","delivery":"%s"}' % delivery.encode(),
-                            status=202, content_type="application/json",
-                            headers={DELIVERY_HEADER: delivery})
+                            status=202, content_type="application/json", headers=headers)
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self._settings.max_body_bytes

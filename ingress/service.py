@@ -22,9 +22,12 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 
 from ingress.app import OnDelivery, WebhookHandler, build_app
+from ingress.durable import DurablePublisher
+from ingress.forwarder import Forwarder
 from ingress.openapi import openapi_route
 from ingress.publisher import Publisher, PublishError
 from ingress.registry import ReceiverRegistry, object_ref
+from ingress.spool import Spool
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.receivers import Receiver
 from pushrelay.infra.bus.api import Bus
@@ -59,11 +62,20 @@ class IngressService(ServiceBase):
         self.settings = settings
         self.port: int | None = None
         self.registry = ReceiverRegistry(settings)
-        self.publisher = Publisher(settings, bus if bus is not None else KafkaBus(settings))
-        self.handler = WebhookHandler(settings, self.registry, self.publisher,
+        bus = bus if bus is not None else KafkaBus(settings)
+        self.publisher = Publisher(settings, bus)
+        self.deliveries = DeliveryLog(lambda: self.publisher.producer, settings)
+        # The spool is for Kafka outages; the embedded bus is a local log already.
+        self._spool_ignored = bool(settings.spool_dir) and bus.kind != "kafka"
+        self.spool = (Spool.in_directory(settings)
+                      if settings.spool_dir and not self._spool_ignored else None)
+        self.forwarder = (Forwarder(self.spool, lambda: self.publisher.producer, settings,
+                                    on_fact=self.deliveries.record)
+                          if self.spool is not None else None)
+        self.handler = WebhookHandler(settings, self.registry,
+                                      DurablePublisher(self.publisher, self.spool),
                                       publish_error=PublishError,
                                       on_delivery=self._on_delivery)
-        self.deliveries = DeliveryLog(lambda: self.publisher.producer, settings)
         # all-in-one passes a list it fills later: keep the very same object.
         self._health: Sequence[Service] = (
             health_services if health_services is not None else [self])
@@ -77,10 +89,14 @@ class IngressService(ServiceBase):
         self.deliveries.record(fact)
         if self._recorder is None:
             return
+        kind = "test notification" if fact.test_notification else "push"
         if fact.outcome == "accepted":
-            kind = "test notification" if fact.test_notification else "push"
             reason, type_ = "DeliveryAccepted", "Normal"
             message = f"receiver {receiver.name!r} accepted a {kind} of {fact.repository}"
+        elif fact.outcome == "spooled":
+            reason, type_ = "DeliverySpooled", "Warning"
+            message = (f"receiver {receiver.name!r} spooled a {kind} of {fact.repository} "
+                       f"({fact.reason}); it is forwarded once Kafka takes it")
         else:
             reason, type_ = "DeliveryRejected", "Warning"
             message = f"receiver {receiver.name!r} {fact.outcome} a delivery: {fact.reason}"
@@ -96,18 +112,45 @@ class IngressService(ServiceBase):
         self.handler.on_delivery = hook
 
     def _readiness(self) -> str | None:
-        reasons = [r for r in (self.registry.readiness(), self.publisher.readiness()) if r]
+        """Receivers loaded, and Kafka connected — unless a spool takes the pushes
+        (then an outage is :meth:`_degraded`, not unready: docs/bus.md). Not ready
+        when neither takes them (Kafka down and the spool refusing: full, too old,
+        disk full): pushes would get 503 here as they would without a spool."""
+        publisher = self.publisher.readiness()
+        if self.spool is not None and publisher is not None:
+            publisher = f"{publisher}; {self.spool.refused}" if self.spool.refused else None
+        reasons = [r for r in (self.registry.readiness(), publisher) if r]
         return "; ".join(reasons) or None
+
+    def _degraded(self) -> str | None:
+        """While spooling (or Kafka is unreachable with a spool to take pushes)."""
+        if self.spool is None or self.forwarder is None:
+            return None
+        kafka_error = self.forwarder.last_error or self.publisher.last_error
+        why = f"Kafka unavailable ({kafka_error})" if kafka_error else "draining into Kafka"
+        note = self.spool.degraded(why)
+        if note is None and kafka_error:
+            note = f"Kafka unavailable ({kafka_error}); new pushes are spooled"
+        return note
 
     async def _start(self) -> None:
         settings = self.settings
+        if self._spool_ignored:
+            log.warning("PUSHRELAY_SPOOL_DIR is ignored on the embedded bus (its log is "
+                        "local and durable already)")
+        if self.spool is not None:
+            # First: a corrupt, foreign or locked spool stops the start before we listen.
+            await self.spool.open()
         self._api = await new_api_client(settings.kubeconfig)
         self._recorder = EventRecorder(self._api, "pushrelay-ingress", max_rate=settings.event_qps)
         await self._recorder.start()
         await self.registry.start(self._api, self._recorder)
         await self.publisher.start()
         await self.deliveries.start()
-        for task in (self.registry.task, self.publisher.task):
+        if self.forwarder is not None:
+            await self.forwarder.start()
+        for task in (self.registry.task, self.publisher.task,
+                     self.forwarder.task if self.forwarder else None):
             if task is not None:
                 self.watch(task)
         app = build_app(settings, self.handler, self._health)
@@ -142,9 +185,10 @@ class IngressService(ServiceBase):
 
     async def _stop(self, deadline: Deadline) -> None:
         """Stop accepting; in-flight requests get what they can need (a slow body
-        plus a publish, at most 60% of the budget); then flush delivery facts,
-        the producer (half of what is left), stop the informers, Events, close,
-        and the health server last."""
+        plus a publish, at most 60% of the budget); then the spool's forwarder
+        finishes its batch (a third of what is left); flush delivery facts, the
+        producer (half of what is left), close the spool, stop the informers,
+        Events, close, and the health server last."""
         settings = self.settings
         health, self._health_server = self._health_server, None
         runner, self._runner = self._runner, None
@@ -157,6 +201,8 @@ class IngressService(ServiceBase):
             if not await self.handler.drained(drain):
                 log.warning("requests still in flight at shutdown; cancelling them")
             await runner.cleanup()  # close idle connections, cancel leftovers
+        if self.forwarder is not None:  # before the producer it sends with
+            await self.forwarder.stop(within=deadline.share(1 / 3))
         try:
             async with asyncio.timeout(deadline.share(0.2)):
                 await self.deliveries.stop()
@@ -164,6 +210,8 @@ class IngressService(ServiceBase):
             log.warning("delivery facts not flushed before shutdown")
         await self.publisher.stop(within=deadline.share(0.5))  # flush
         await close_all(
+            # no request and no forwarder uses it any more
+            ("the spool", self.spool.close if self.spool else None),
             ("the receiver informers", self.registry.stop),
             ("the Event recorder", self._recorder.stop if self._recorder else None),
             ("the Kubernetes client", self._api.close if self._api else None),

@@ -7,6 +7,11 @@ ready-to-paste ``curl``, sends one Quay push, and shows the Warehouse's refresh
 annotation changing and the delivery's outcome. ``--once`` stops after that;
 otherwise it keeps serving until Ctrl-C, then removes the sample and stops what
 it started.
+
+``--embedded`` runs the same demo on the embedded bus (``PUSHRELAY_BUS=embedded``,
+docs/bus.md): the three services' events go through a SQLite log in
+``<devstack state>/demo/embedded`` instead of Kafka. The devstack still brings
+its Kafka up (the shared stack is one unit); the demo never connects to it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import shlex
 import signal
 import socket
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -95,13 +102,17 @@ async def delete_sample(api: ApiClient) -> None:
         await request_json(api, "DELETE", f"/api/v1/namespaces/{PROJECT}")
 
 
-async def wait_for_url(api: ApiClient, within: float = 30.0) -> str:
+async def wait_for_url(api: ApiClient, base_url: str, within: float = 30.0) -> str:
+    """The receiver's URL on this demo's ingress: ``base_url`` + the path in the
+    ProjectConfig's status. (The status's ``url`` may be another writer's: any
+    ingress on a shared devstack with status writing on fills it in with its own
+    base URL, and pushrelay never fights another writer.)"""
     async with asyncio.timeout(within):
         while True:
             config = await get_object(api, PROJECT_CONFIG, PROJECT, PROJECT)
             for receiver in items(config, "status", "webhookReceivers"):
-                if text(receiver, "name") == RECEIVER and text(receiver, "url"):
-                    return text(receiver, "url")
+                if text(receiver, "name") == RECEIVER and text(receiver, "path"):
+                    return base_url.rstrip("/") + text(receiver, "path")
             await asyncio.sleep(0.2)
 
 
@@ -156,7 +167,7 @@ async def _demo(settings: Settings, once: bool, bus: Bus) -> int:
             for service in services:
                 await service.start()
                 started.append(service)
-            url = await wait_for_url(api)
+            url = await wait_for_url(api, settings.base_url)
             payload = {
                 "name": "app", "repository": "pushrelay-demo/app",
                 "namespace": "pushrelay-demo", "docker_url": REPOSITORY,
@@ -227,6 +238,27 @@ async def show_delivery(bus: Bus, settings: Settings, delivery: str | None) -> N
         f"(matched {', '.join(row.matched)}; see `pushrelay deliveries`)")
 
 
+def embedded_data_dir(state_dir: Path) -> Path:
+    """Where ``demo --embedded`` keeps its log: under the devstack's state directory."""
+    return state_dir / "demo" / "embedded"
+
+
+def demo_settings(env: Mapping[str, str], port: int, *, embedded: bool,
+                  data_dir: Path) -> Settings:
+    """The demo's settings: the devstack's API server (``env`` is what ``Devstack.up``
+    returns), the ingress on ``port`` of 127.0.0.1; with ``embedded`` the embedded bus
+    in ``data_dir`` and no Kafka setting at all, else the devstack's Kafka."""
+    bus: dict[str, Any] = (
+        {"bus": "embedded", "data_dir": str(data_dir)} if embedded
+        else {"bus": "kafka", "kafka_bootstrap": env["PUSHRELAY_KAFKA_BOOTSTRAP"]})
+    return Settings(
+        **bus, kubeconfig=env["KUBECONFIG"],
+        ingress_host="127.0.0.1", ingress_port=port, base_url=f"http://127.0.0.1:{port}",
+        write_status=True, log_level="WARNING", log_format="text",
+        refresh_min_interval=1.0,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from pushrelay_devstack.stack import Devstack
 
@@ -238,12 +270,12 @@ def _run(args: argparse.Namespace) -> int:
     say(f"  devstack ready: KUBECONFIG={env['KUBECONFIG']} "
         f"PUSHRELAY_KAFKA_BOOTSTRAP={env['PUSHRELAY_KAFKA_BOOTSTRAP']}")
     port = free_port(args.port)
-    settings = Settings(
-        kafka_bootstrap=env["PUSHRELAY_KAFKA_BOOTSTRAP"], kubeconfig=env["KUBECONFIG"],
-        ingress_host="127.0.0.1", ingress_port=port, base_url=f"http://127.0.0.1:{port}",
-        write_status=True, log_level="WARNING", log_format="text",
-        refresh_min_interval=1.0,
-    )
+    data_dir = embedded_data_dir(stack.paths.root)
+    settings = demo_settings(env, port, embedded=args.embedded, data_dir=data_dir)
+    if args.embedded:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        say(f"• embedded bus: the events go through a SQLite log in {data_dir}, "
+            "not through Kafka (the devstack's Kafka stays unused)")
     logs.configure(settings.log_level, settings.log_format)
     log_deprecations(settings)
     install_event_loop_policy()
@@ -263,4 +295,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--port", type=int, default=8080, help="ingress port (if free)")
     parser.add_argument("--keep-devstack", action="store_true",
                         help="leave the devstack running afterwards")
+    parser.add_argument("--embedded", action="store_true",
+                        help="all-in-one on the embedded bus (PUSHRELAY_BUS=embedded, a log "
+                             "under the devstack's state directory) instead of Kafka")
     parser.set_defaults(func=_run)

@@ -2,6 +2,8 @@
 
 What happened to each webhook delivery (docs/contracts.md, "Delivery
 visibility"): the ingress records *accepted* or *rejected* (with the reason),
+or *spooled* (Kafka could not take it; its spool's forwarder records
+*accepted*, with ``spooled_at``, once it is in Kafka),
 the router *matched N* Warehouses, the refresher *refreshed* or *failed* per
 Warehouse. Facts are keyed ``<delivery>/<stage>[/<warehouse>]`` so each one
 survives compaction of the deliveries topic on its own; :func:`fold` turns
@@ -19,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pushrelay.core.events import now
 
-Outcome = Literal["accepted", "rejected", "matched", "refreshed", "dropped", "failed"]
+Outcome = Literal["accepted", "spooled", "rejected", "matched", "refreshed", "dropped",
+                  "failed"]
 #: What a delivery of a push without tags says (every subscriber is refreshed).
 NO_TAGS = "no tags: every subscriber refreshed"
 Stage = Literal["ingress", "router", "refresher"]
@@ -43,6 +46,9 @@ class DeliveryFact(BaseModel):
     #: router: subscriptions in scope on the pushed repository (with ``reason``,
     #: the first one's reason not to qualify, when nothing matched).
     subscriptions: int | None = None
+    #: ingress ``accepted`` by the spool's forwarder: when the push was spooled
+    #: (the ``spooled`` fact shares this fact's key, so compaction keeps only this one).
+    spooled_at: datetime | None = None
 
     @property
     def key(self) -> bytes:
@@ -67,8 +73,19 @@ class Delivery(BaseModel):
     test_notification: bool = False
     subscriptions: int | None = None
     match_reason: str | None = None
+    #: Seconds the push waited in the ingress's spool before Kafka took it
+    #: (None: never spooled, or still spooled when ``outcome == "spooled"``).
+    spooled_seconds: float | None = None
 
     def summary(self) -> str:
+        if self.outcome == "spooled":
+            return "spooled (waiting for Kafka)"
+        text = self._summary()
+        if self.spooled_seconds is None:
+            return text
+        return f"{text} (spooled {self.spooled_seconds:.0f} s)"
+
+    def _summary(self) -> str:
         if self.outcome == "rejected":
             return f"rejected: {self.reason}"
         if self.outcome == "failed" and not self.matched:
@@ -115,10 +132,14 @@ def fold(facts: Iterable[DeliveryFact]) -> list[Delivery]:
     for fact in sorted(facts, key=lambda f: f.at):
         row = rows.setdefault(fact.delivery, Delivery(delivery=fact.delivery))
         if fact.stage == "ingress":
-            row.received_at = fact.at
+            # A forwarded spooled push: received when spooled, not when forwarded.
+            row.received_at = fact.spooled_at or fact.at
+            if fact.spooled_at is not None:
+                row.spooled_seconds = max(0.0, (fact.at - fact.spooled_at).total_seconds())
             row.receiver, row.project = fact.receiver, fact.project
             row.repository, row.tags = fact.repository, list(fact.tags)
-            row.test_notification = fact.test_notification
+            # The forwarder cannot tell a test notification (not in the event): keep it.
+            row.test_notification = row.test_notification or fact.test_notification
             ingress[fact.delivery] = fact.outcome
             if fact.outcome != "accepted":
                 row.reason = fact.reason

@@ -1,8 +1,8 @@
 """One service lifecycle: idempotent start/stop, crash supervision, a shutdown budget.
 
 Every service derives from :class:`ServiceBase` and writes only ``_start()``,
-``_stop(deadline)`` and ``_readiness()``. The base class guarantees
-(docs/architecture.md, "Lifecycle"):
+``_stop(deadline)``, ``_readiness()`` and, if it can run degraded,
+``_degraded()``. The base class guarantees (docs/architecture.md, "Lifecycle"):
 
 * ``start()`` and ``stop()`` are idempotent and symmetric: a second call is a
   no-op, ``stop()`` before ``start()`` means the service never starts, and
@@ -75,6 +75,11 @@ class ServiceBase:
         """Why the running service is not ready, or None."""
         return None
 
+    def _degraded(self) -> str | None:
+        """How the running (and ready) service is degraded, or None (``/readyz``'s
+        body says it, the status stays 200: e.g. the ingress while it spools)."""
+        return None
+
     # ---- the lifecycle --------------------------------------------------------
     @property
     def state(self) -> State:
@@ -124,6 +129,10 @@ class ServiceBase:
         if self._state != "running":
             return "stopping"
         return self._readiness()
+
+    def degraded(self) -> str | None:
+        """A note on a running service's degraded state, or None."""
+        return self._degraded() if self._state == "running" else None
 
     # ---- supervision ----------------------------------------------------------
     def supervise(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

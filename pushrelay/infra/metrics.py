@@ -23,6 +23,23 @@ publish_latency = Histogram("pushrelay_ingress_publish_seconds", "Time to a Kafk
 receivers_served = Gauge("pushrelay_ingress_receivers", "Receivers by state", ["state"],
                          registry=REGISTRY)
 
+# the ingress's spool (docs/ingress.md, "The spool")
+spool_depth = Gauge("pushrelay_spool_depth", "Events in the ingress spool not yet in Kafka",
+                    registry=REGISTRY)
+spool_bytes = Gauge("pushrelay_spool_bytes", "Bytes of events stored in the ingress spool",
+                    registry=REGISTRY)
+spool_oldest_age = Gauge("pushrelay_spool_oldest_age_seconds",
+                         "Age of the oldest spooled event not yet in Kafka (0: none)",
+                         registry=REGISTRY)
+spool_appended = Counter("pushrelay_spool_appended_total",
+                         "Events made durable in the ingress spool (answered 202)",
+                         registry=REGISTRY)
+spool_drained = Counter("pushrelay_spool_drained_total",
+                        "Spooled events forwarded to Kafka (or dead-lettered)", registry=REGISTRY)
+spool_refused = Counter("pushrelay_spool_refused_total",
+                        "Events the spool refused (answered 503)", ["reason"],
+                        registry=REGISTRY)
+
 # router
 events_consumed = Counter("pushrelay_router_events_total", "Push events consumed",
                           registry=REGISTRY)

@@ -1,7 +1,8 @@
 """Running services: start, health endpoints, signals, graceful stop.
 
 A service is anything with ``name``, ``start()``, ``stop(deadline)``
-(idempotent), ``readiness()`` (``None`` when ready, else why not) and a
+(idempotent), ``readiness()`` (``None`` when ready, else why not),
+``degraded()`` (``None``, or how a ready service is degraded) and a
 ``crashed`` event it sets when one of its background tasks died; all of ours
 derive from :class:`pushrelay.infra.lifecycle.ServiceBase`. :func:`serve`
 starts services in order, serves ``/healthz``, ``/readyz`` and ``/metrics``,
@@ -46,6 +47,9 @@ class Service(Protocol):
     async def start(self) -> None: ...
     async def stop(self, deadline: Deadline | None = None) -> None: ...
     def readiness(self) -> str | None: ...
+    def degraded(self) -> str | None:
+        """Ready, but degraded (why), or None: ``/readyz`` stays 200 and says so."""
+        ...
 
 
 class ServiceFactory(Protocol):
@@ -69,11 +73,15 @@ def liveness_route(services: Sequence[Service]) -> web.RouteDef:
 
 
 def health_routes(services: Sequence[Service]) -> list[web.RouteDef]:
-    """``/healthz``, ``/readyz`` (reasons per service) and ``/metrics``."""
+    """``/healthz``, ``/readyz`` (reasons per service; 200 with a ``degraded`` note
+    per service that runs degraded, e.g. the ingress while it spools) and ``/metrics``."""
     async def readyz(_: web.Request) -> web.Response:
         reasons = {s.name: r for s in services if (r := s.readiness()) is not None}
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+        degraded = {s.name: d for s in services if (d := s.degraded()) is not None}
+        if degraded:
+            return web.json_response({"status": "ready", "degraded": degraded})
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:

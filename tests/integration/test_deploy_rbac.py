@@ -3,7 +3,9 @@
 1. Every manifest of ``deploy/`` is applied with server-side apply
    (``application/apply-patch+yaml``, field manager ``pushrelay-test``); a second
    apply changes nothing; a Pod of every Deployment passes the API server's
-   validation and the "restricted" Pod Security admission (dry run).
+   validation and the "restricted" Pod Security admission (dry run). The
+   variants ``deploy/overlays/spool-pvc`` and ``deploy/overlays/embedded`` pass
+   a server-side apply in dry run, and their Pods the same admission.
 2. SubjectAccessReviews over a matrix of resources x verbs x namespaces show
    each ServiceAccount is allowed exactly its allow-list and nothing else.
 3. Each ServiceAccount's real identity: a token from the TokenRequest API in a
@@ -20,6 +22,7 @@ import copy
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,9 +43,10 @@ from pushrelay.infra.kube.client import new_api_client, raw_request, request_jso
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION
 from tests.integration.conftest import eventually
 from tests.rbac_expectations import ALLOWED, KARGO
+from tests.unit.test_deploy import OVERLAYS, kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
 NS = "pushrelay"
 FIELD_MANAGER = "pushrelay-test"
 SERVICES = ("ingress", "router", "refresher")
@@ -80,6 +84,7 @@ _KINDS = {  # kind -> (apiVersion, plural, namespaced)
     "ServiceAccount": ("v1", "serviceaccounts", True),
     "Service": ("v1", "services", True),
     "Deployment": ("apps/v1", "deployments", True),
+    "StatefulSet": ("apps/v1", "statefulsets", True),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
@@ -304,6 +309,46 @@ async def test_pods_pass_validation_and_restricted_pod_security(
     assert status == 403 and "PodSecurity" in str(body), body
 
 
+def pod_of(workload: dict[str, Any]) -> dict[str, Any]:
+    """The Pod a Deployment's or StatefulSet's controller would create (a StatefulSet's
+    with a volume per claim template, as its controller adds them)."""
+    template = copy.deepcopy(workload["spec"]["template"])
+    name = workload["metadata"]["name"]
+    template["spec"]["volumes"] = template["spec"].get("volumes", []) + [
+        {"name": t["metadata"]["name"],
+         "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-{name}-0"}}
+        for t in workload["spec"].get("volumeClaimTemplates", [])]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": f"{name}-", "labels": template["metadata"]["labels"]},
+            "spec": template["spec"]}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.parametrize("variant", ["spool-pvc", "embedded"])
+async def test_variant_passes_a_server_side_dry_run(
+    deployed: list[dict[str, Any]], kube: ApiClient, variant: str
+) -> None:
+    """deploy/overlays/<variant>: every object accepted by a server-side apply in dry
+    run (strict field validation; nothing is changed: the base stays applied), and
+    a Pod of every workload admitted under the namespace's "restricted" policy."""
+    objects = kustomize(OVERLAYS / variant)
+    for obj in objects:
+        status, body = await call(
+            kube, "PATCH", object_path(obj), body=yaml.safe_dump(obj).encode(),
+            content_type=APPLY_YAML, query=[("fieldManager", FIELD_MANAGER), ("force", "true"),
+                                            ("dryRun", "All"), ("fieldValidation", "Strict")])
+        assert status in (200, 201), (obj["kind"], obj["metadata"]["name"], status, body)
+    # A Pod's admission needs its ServiceAccount to exist: the all-in-one's is made
+    # for real (an account with no binding of its own; the bindings stayed dry).
+    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
+        await server_side_apply(kube, account)
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            status, body = await call(kube, "POST", f"/api/v1/namespaces/{NS}/pods",
+                                      body=pod_of(obj), query=[("dryRun", "All")])
+            assert status == 201, (obj["metadata"]["name"], body)
+
+
 # --- 2. SubjectAccessReview: exactly the allow-list --------------------------------------
 
 
@@ -511,7 +556,7 @@ async def test_refresher_may_change_only_the_refresh_annotation(
     deployed: list[dict[str, Any]], sa_clients: dict[str, ApiClient], kube: ApiClient,
     project: Project,
 ) -> None:
-    """RBAC allows any patch; deploy/refresher-guard.yaml narrows it to one annotation."""
+    """RBAC allows any patch; deploy/base/refresher-guard.yaml narrows it to one annotation."""
     api, ns = sa_clients["refresher"], project.namespace
     path = f"{KARGO_API}/namespaces/{ns}/warehouses/{project.warehouse}"
     merge = "application/merge-patch+json"

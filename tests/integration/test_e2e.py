@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -143,13 +144,18 @@ SEPARATE = [[sys.executable, "-m", name] for name in ("ingress", "router", "refr
 ALL_IN_ONE = [[sys.executable, "-m", "pushrelay", "all-in-one"]]
 
 
-@pytest.mark.parametrize("commands", [SEPARATE, ALL_IN_ONE], ids=["separate", "all-in-one"])
+@pytest.mark.parametrize(("commands", "bus"), [
+    (SEPARATE, "kafka"), (ALL_IN_ONE, "kafka"), (ALL_IN_ONE, "embedded"),
+], ids=["separate", "all-in-one", "all-in-one-embedded"])
 async def test_push_refreshes_and_deliveries_survive_restart(
     kube: ApiClient, namespace: str, devstack_env: dict[str, str], topic_prefix: str,
-    commands: list[list[str]],
+    commands: list[list[str]], bus: str, tmp_path: Path,
 ) -> None:
     port = free_port()
     env = service_env(devstack_env, topic_prefix, port, free_port())
+    if bus == "embedded":  # no Kafka at all: the CLI reads the log beside the process
+        env.update(PUSHRELAY_BUS="embedded", PUSHRELAY_DATA_DIR=str(tmp_path / "data"),
+                   PUSHRELAY_KAFKA_BOOTSTRAP="127.0.0.1:9")
     await create_project(kube, namespace)
     async with running(commands, env):
         url = await receiver_url(kube, namespace)

@@ -5,7 +5,9 @@
 2. The defaults render what the kustomize base ``deploy/`` applies (the drift
    test): same kinds and names, same RBAC rules, settings, probes, ports,
    resources, securityContext, budgets and admission policy. The differences
-   are the ones a Helm release implies and are listed in ``HELM_ONLY``.
+   are the ones a Helm release implies and are listed in ``HELM_ONLY``. The
+   same holds for the variants: ``ingress.spool.volume=pvc`` renders
+   ``deploy/overlays/spool-pvc/``, ``bus=embedded`` ``deploy/overlays/embedded/``.
 3. Values are checked: the schema and the templates refuse what would deploy
    something broken, with a message naming the value.
 4. Every rendered object passes the API server's validation: a server-side dry
@@ -34,7 +36,7 @@ from pushrelay.infra.kube.client import raw_request, request_json
 from pushrelay.infra.settings import Settings
 from tests.integration.conftest import eventually, temporary_namespace, unique
 from tests.integration.helm_support import CHART, CI_VALUES, ROOT, Helm, helm
-from tests.unit.test_deploy import load_manifests
+from tests.unit.test_deploy import OVERLAYS, kustomize, load_manifests, needs_kubectl
 
 EVERYTHING = CHART / "ci" / "everything-values.yaml"
 VALUE_SETS = {"defaults": None, **{p.name.removesuffix("-values.yaml"): p for p in CI_VALUES}}
@@ -73,10 +75,15 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
+def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments and StatefulSets, by name."""
+    return {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}
+
+
 def containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each Deployment's one container, by Deployment name."""
+    """Each workload's one container, by workload name."""
     found = {}
-    for name, d in by_kind(objects, "Deployment").items():
+    for name, d in workloads(objects).items():
         (c,) = d["spec"]["template"]["spec"]["containers"]
         found[name] = c
     return found
@@ -150,6 +157,44 @@ def test_defaults_render_the_objects_of_deploy(defaults: list[dict[str, Any]]) -
     problems = [f"{kind}/{name}{p}" for (kind, name), obj in base.items()
                 for p in drift(obj, chart[(kind, name)])]
     assert problems == [], "\n".join(problems)
+
+
+VARIANTS = {
+    "spool-pvc": {"ingress": {"spool": {"volume": "pvc"}}},
+    "embedded": {"bus": "embedded"},
+}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_values_render_the_objects_of_its_overlay(chart_helm: Helm, variant: str) -> None:
+    base = {ident(o): o for o in kustomize(OVERLAYS / variant)
+            if o["kind"] not in HELM_ONLY["kinds_not_rendered"]}
+    chart = {ident(o): o for o in chart_helm.template(VARIANTS[variant])}
+    assert sorted(chart) == sorted(base)
+    problems = [f"{kind}/{name}{p}" for (kind, name), obj in base.items()
+                for p in drift(obj, chart[(kind, name)])]
+    assert problems == [], "\n".join(problems)
+
+
+def test_embedded_needs_no_kafka_values_and_renders_none(chart_helm: Helm) -> None:
+    objects = chart_helm.template({"bus": "embedded", "kafka": {
+        "securityProtocol": "SASL_SSL", "sasl": {"existingSecret": "unused"},
+        "tls": {"existingSecret": "unused"}}})
+    (config,) = by_kind(objects, "ConfigMap").values()
+    assert not [k for k in config["data"] if k.startswith("PUSHRELAY_KAFKA_")]
+    (sts,) = workloads(objects).values()
+    spec = sts["spec"]["template"]["spec"]
+    assert "unused" not in str(spec)  # no Kafka Secret is mounted or read
+    assert sts["spec"]["replicas"] == 1
+
+
+def test_spool_can_be_switched_off(chart_helm: Helm) -> None:
+    objects = chart_helm.template({"ingress": {"spool": {"enabled": False}}})
+    c = containers(objects)["pushrelay-ingress"]
+    assert {e["name"]: e["value"] for e in c["env"]}["PUSHRELAY_SPOOL_DIR"] == ""
+    assert "spool" not in {m["name"] for m in c["volumeMounts"]}
+    assert "StatefulSet" not in {o["kind"] for o in objects}
 
 
 def test_drift_check_notices_a_difference(defaults: list[dict[str, Any]]) -> None:
@@ -259,6 +304,14 @@ def test_chart_readme_documents_every_setting() -> None:
         ({"config": {"PUSHRELAY_KAFKA_BOOTSTRAP": "x:9092"}}, "typed value"),
         ({"ingress": {"terminationGracePeriodSeconds": 25}}, "terminationGracePeriodSeconds"),
         ({"router": {"pdb": {"minAvailable": 1}}}, "not both"),
+        ({"bus": "kafak"}, "bus"),
+        ({"bus": "embedded", "allInOne": {"replicas": 2}}, "allInOne/replicas"),
+        ({"ingress": {"spool": {"volume": "hostPath"}}}, "spool/volume"),
+        ({"ingress": {"spool": {"volume": "pvc", "size": "lots"}}}, "spool/size"),
+        ({"config": {"PUSHRELAY_BUS": "embedded"}}, "typed value"),
+        ({"config": {"PUSHRELAY_SPOOL_DIR": "/x"}}, "typed value"),
+        ({"bus": "embedded", "allInOne": {"terminationGracePeriodSeconds": 25}},
+         "allInOne.terminationGracePeriodSeconds"),
     ],
 )
 def test_broken_values_are_refused_by_name(
@@ -421,7 +474,7 @@ async def test_every_object_passes_a_server_side_dry_run(
 async def test_pods_pass_restricted_pod_security(
     chart_helm: Helm, kube: ApiClient, restricted_namespace: str, values: str
 ) -> None:
-    """A Pod from every Deployment, dry-run in a namespace enforcing "restricted"
+    """A Pod from every workload, dry-run in a namespace enforcing "restricted"
     (with its ServiceAccount created for real, as the admission checks it exists)."""
     release = unique("pr")
     objects = await asyncio.to_thread(chart_helm.template, VALUE_SETS[values],
@@ -429,11 +482,17 @@ async def test_pods_pass_restricted_pod_security(
     ns_path = f"/api/v1/namespaces/{restricted_namespace}"
     for account in by_kind(objects, "ServiceAccount").values():
         await request_json(kube, "POST", f"{ns_path}/serviceaccounts", body=account)
-    for name, d in by_kind(objects, "Deployment").items():
+    for name, d in workloads(objects).items():
         template = d["spec"]["template"]
+        spec = copy.deepcopy(template["spec"])
+        # A StatefulSet's Pod gets a volume per claim template, as its controller adds them.
+        spec["volumes"] = spec.get("volumes", []) + [
+            {"name": t["metadata"]["name"],
+             "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-{name}-0"}}
+            for t in d["spec"].get("volumeClaimTemplates", [])]
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"generateName": f"{name}-", **template["metadata"]},
-               "spec": template["spec"]}
+               "spec": spec}
         status, body, warnings = await dry_run_create(kube, f"{ns_path}/pods", pod)
         assert (status, warnings) == (201, ""), (name, body)
     weak = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "weak-"},

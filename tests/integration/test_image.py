@@ -1,7 +1,8 @@
 """The production image (compose/Dockerfile), built and run on a real engine.
 
 It holds the services and their dependencies only: no devstack, no tests, no
-test tools, no compilers; it runs as uid 10001; ``pushrelay ingress`` starts and
+test tools, no compilers; it runs as uid 10001, which owns its state directory
+/var/lib/pushrelay (the spool's, the embedded log's); ``pushrelay ingress`` starts and
 answers ``/healthz`` with neither Kafka nor Kubernetes reachable.
 """
 
@@ -51,6 +52,20 @@ def test_runs_as_uid_10001(engine: docker.Engine, image: str) -> None:
     assert config["User"] == "10001:10001"
     assert run_in(engine, image, "-u", entrypoint="id").strip() == "10001"
     assert config["Entrypoint"] == ["pushrelay"]
+
+
+def test_state_directory_belongs_to_10001_and_the_spool_is_set(
+    engine: docker.Engine, image: str
+) -> None:
+    """/var/lib/pushrelay (spool, embedded log) is the user's, and no VOLUME is declared
+    (every shipped deployment mounts a named volume, emptyDir or claim there)."""
+    config = orjson.loads(engine.run(["image", "inspect", image]).stdout)[0]["Config"]
+    assert "PUSHRELAY_SPOOL_DIR=/var/lib/pushrelay/spool" in config["Env"]
+    assert not config.get("Volumes")
+    probe = ("stat -c '%u:%g %a' /var/lib/pushrelay /var/lib/pushrelay/spool"
+             " && touch /var/lib/pushrelay/spool/probe && echo writable")
+    assert run_in(engine, image, "-c", probe, entrypoint="sh").split("\n") == [
+        "10001:10001 750", "10001:10001 750", "writable", ""]
 
 
 def test_holds_no_devstack_tests_or_test_tools(engine: docker.Engine, image: str) -> None:

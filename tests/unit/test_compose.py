@@ -14,6 +14,7 @@ import base64
 import copy
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from pushrelay.infra.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 HOST_NETWORK_FILE = ROOT / "compose" / "compose.host-network.yml"
+EMBEDDED_FILE = ROOT / "compose" / "compose.embedded.yml"
+EMBEDDED_HOST_NETWORK_FILE = ROOT / "compose" / "compose.embedded.host-network.yml"
 DOCKERFILE = ROOT / "compose" / "Dockerfile"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 
@@ -369,10 +372,15 @@ class _Reset:
 
 
 def _load_override(text: str) -> Any:
+    """An override file: ``!reset`` as :class:`_Reset`; ``!override`` (replace, do not
+    merge) as the plain value, which is what :func:`_merge` does with lists anyway."""
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!reset", lambda loader, node: _Reset())
+    Loader.add_constructor("!override", lambda loader, node: (
+        loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node, deep=True)))
     return yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
 
 
@@ -425,3 +433,145 @@ def test_host_network_replicas_take_ephemeral_health_ports(
     # none at all: `docker compose up --wait` then waits for "running"; a disabled
     # one ({test: [NONE]}) makes --wait fail with "has no healthcheck configured"
     assert "healthcheck" not in service
+
+
+# --- the ingress's spool -----------------------------------------------------------------
+
+
+def named_volume_under(compose: dict[str, Any], service: dict[str, Any], path: str) -> str:
+    """The named volume whose mount holds ``path`` (the root filesystem is read-only)."""
+    mounts = [v for v in service["volumes"] if isinstance(v, dict) and v["type"] == "volume"
+              and (path + "/").startswith(v["target"].rstrip("/") + "/")]
+    assert len(mounts) == 1, (path, service["volumes"])
+    assert mounts[0]["source"] in compose["volumes"]
+    assert not mounts[0].get("read_only", False)
+    return str(mounts[0]["source"])
+
+
+def test_ingress_spools_on_a_named_volume(compose: dict[str, Any]) -> None:
+    ingress = compose["services"]["ingress"]
+    assert ingress["read_only"] is True
+    spool = ingress["environment"]["PUSHRELAY_SPOOL_DIR"]
+    assert named_volume_under(compose, ingress, spool) == "ingress-spool"
+    for name in ("router", "refresher"):  # only the ingress spools
+        assert "PUSHRELAY_SPOOL_DIR" not in compose["services"][name]["environment"]
+        assert [v["target"] for v in compose["services"][name]["volumes"]] == [KUBECONFIG_TARGET]
+
+
+# --- the embedded variant (compose.embedded.yml) ---------------------------------------------
+
+
+def resolve_extends(document: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Compose's ``extends: {file, service}`` for what our files use: the base service,
+    merged with the extending one (``!reset`` drops a key, ``!override`` replaces)."""
+    resolved = copy.deepcopy(document)
+    for name, service in document["services"].items():
+        extends = service.get("extends")
+        if extends is None:
+            continue
+        base_file = yaml.safe_load((directory / extends["file"]).read_text())
+        base = base_file["services"][extends["service"]]
+        local = {k: v for k, v in service.items() if k != "extends"}
+        resolved["services"][name] = _merge(base, local)
+    return resolved
+
+
+EMBEDDED_ENV = {"KUBECONFIG_FILE": "/home/user/.kube/pushrelay.kubeconfig", "HOME": "/home/user"}
+
+
+@pytest.fixture(scope="module")
+def embedded_raw() -> dict[str, Any]:
+    data: dict[str, Any] = _load_override(EMBEDDED_FILE.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_raw: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = interpolate(resolve_extends(embedded_raw, EMBEDDED_FILE.parent),
+                                       EMBEDDED_ENV)
+    return data
+
+
+def test_embedded_file_validates(
+    validator: jsonschema.protocols.Validator, embedded: dict[str, Any]
+) -> None:
+    assert errors(validator, embedded) == []
+
+
+def test_embedded_is_one_all_in_one_container_without_kafka(embedded: dict[str, Any]) -> None:
+    from pushrelay.cli.main import build_parser
+
+    assert set(embedded["services"]) == {"pushrelay"}
+    service = embedded["services"]["pushrelay"]
+    assert service["command"] == ["all-in-one"]
+    assert build_parser().parse_args(service["command"]).func is not None
+    assert "depends_on" not in service
+    env = {k: str(v) for k, v in service["environment"].items()}
+    assert env["PUSHRELAY_BUS"] == "embedded"
+    assert not [k for k in env if k.startswith("PUSHRELAY_KAFKA_")]
+    assert named_volume_under(embedded, service, env["PUSHRELAY_DATA_DIR"]) == "pushrelay-data"
+    # The same hardening, image and kubeconfig as docker-compose.yml's services.
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert service["environment"]["KUBECONFIG"] == KUBECONFIG_TARGET
+    assert [v["target"] for v in service["volumes"] if v["type"] == "bind"] == [KUBECONFIG_TARGET]
+    assert [str(p) for p in service["ports"]] == ["8080:8080"]
+    assert "8081/readyz" in " ".join(service["healthcheck"]["test"])
+    known = {f"PUSHRELAY_{field.upper()}" for field in Settings.model_fields}
+    assert sorted(set(k for k in env if k.startswith("PUSHRELAY_")) - known) == []
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("PUSHRELAY_")]:
+            mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        settings = Settings()
+    assert settings.bus == "embedded"
+
+
+def test_embedded_host_network_override_validates_merged(
+    validator: jsonschema.protocols.Validator, embedded_raw: dict[str, Any]
+) -> None:
+    override = _load_override(EMBEDDED_HOST_NETWORK_FILE.read_text())
+    merged = interpolate(_merge(resolve_extends(embedded_raw, EMBEDDED_FILE.parent), override),
+                         EMBEDDED_ENV)
+    assert errors(validator, merged) == []
+    service = merged["services"]["pushrelay"]
+    assert service["network_mode"] == "host" and "ports" not in service
+    assert service["environment"]["PUSHRELAY_INGRESS_HOST"] == "127.0.0.1"
+    health_port = str(service["environment"]["PUSHRELAY_HEALTH_PORT"])
+    assert service["healthcheck"]["test"][-1] == health_port
+
+
+def _cached_compose() -> Path | None:
+    from pushrelay_devstack.paths import COMPOSE_VERSION, cache_dir
+
+    binary = cache_dir() / "bin" / f"docker-compose-{COMPOSE_VERSION}"
+    return binary if binary.is_file() else None
+
+
+@pytest.mark.skipif(_cached_compose() is None, reason="docker-compose not built in the cache")
+@pytest.mark.parametrize("files", [
+    ["docker-compose.yml"], ["docker-compose.yml", "compose.host-network.yml"],
+    ["compose.embedded.yml"], ["compose.embedded.yml", "compose.embedded.host-network.yml"],
+], ids=["default", "host-network", "embedded", "embedded-host-network"])
+def test_docker_compose_config_accepts_the_files(files: list[str], tmp_path: Path) -> None:
+    """Where the real Compose is at hand (built once by the devstack), its own model
+    of each combination (``config``: no engine needed) agrees with ours."""
+    binary = _cached_compose()
+    assert binary is not None
+    argv = [str(binary), "--project-directory", str(COMPOSE_FILE.parent)]
+    for name in files:
+        argv += ["-f", str(COMPOSE_FILE.parent / name)]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("")
+    env = {**os.environ, "KUBECONFIG_FILE": str(kubeconfig), "HOME": str(tmp_path)}
+    out = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True,
+                         timeout=60, check=True, env=env)
+    model = orjson.loads(out.stdout)
+    if files[0] == "compose.embedded.yml":
+        service = model["services"]["pushrelay"]
+        assert service["environment"]["PUSHRELAY_BUS"] == "embedded"
+        assert "depends_on" not in service and "kafka" not in model["services"]
+    else:
+        ingress = model["services"]["ingress"]
+        assert "ingress-spool" in {v.get("source") for v in ingress["volumes"]}

@@ -74,3 +74,35 @@ def test_order_of_stage_clocks_does_not_matter() -> None:
 def test_ingress_failure_is_shown_as_failed() -> None:
     [row] = fold([fact("d1", "ingress", "failed", reason="Kafka unavailable")])
     assert row.summary() == "failed: Kafka unavailable"
+
+
+def test_spooled_then_waiting() -> None:
+    [row] = fold([fact("d1", "ingress", "spooled", 0, receiver="r", tags=["v1"],
+                       reason="Kafka unavailable: timed out", test_notification=True)])
+    assert row.outcome == "spooled"
+    assert row.summary() == "spooled (waiting for Kafka)"
+    assert row.spooled_seconds is None and row.received_at == T0
+
+
+def test_spooled_then_forwarded_keeps_when_received() -> None:
+    """The forwarder's ``accepted`` fact (same key: compaction keeps it alone) says
+    when the push was spooled, so the row keeps its time and shows the wait."""
+    spooled = fact("d1", "ingress", "spooled", 0, receiver="r", test_notification=True)
+    accepted = fact("d1", "ingress", "accepted", 35.4, receiver="r", spooled_at=T0)
+    assert spooled.key == accepted.key
+    for facts in ([spooled, accepted], [accepted, spooled], [accepted]):
+        [row] = fold(facts)
+        assert row.outcome == "accepted" and row.received_at == T0
+        assert row.spooled_seconds == 35.4
+        assert row.summary() == "accepted (spooled 35 s)"
+    assert fold([spooled, accepted])[0].test_notification  # not in the event: kept
+
+
+def test_spooled_then_refreshed() -> None:
+    [row] = fold([
+        fact("d1", "ingress", "spooled", 0, tags=["v1"]),
+        fact("d1", "ingress", "accepted", 60, spooled_at=T0, tags=["v1"]),
+        fact("d1", "router", "matched", 61, warehouses=["ns/a"]),
+        fact("d1", "refresher", "refreshed", 62, warehouses=["ns/a"]),
+    ])
+    assert row.summary() == "refreshed 1/1 (spooled 60 s)"

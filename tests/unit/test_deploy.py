@@ -1,10 +1,13 @@
 """deploy/: the Kubernetes manifests, checked structurally (no cluster needed).
 
-Every Deployment has probes on the endpoints the service really serves, resources,
-a hardened securityContext, its own ServiceAccount and a PodDisruptionBudget;
-every RBAC rule is in the per-service allow-list (exactly, no wildcards); every
-ConfigMap key is a real, valid ``PUSHRELAY_*`` setting. What the RBAC allows on a
-real API server is proven by tests/integration/test_deploy_rbac.py.
+``deploy/`` is ``deploy/base/`` as it is; ``deploy/overlays/spool-pvc/`` and
+``deploy/overlays/embedded/`` are its variants (rendered with ``kubectl
+kustomize``, checked at the end of this file). In the base, every Deployment
+has probes on the endpoints the service really serves, resources, a hardened
+securityContext, its own ServiceAccount and a PodDisruptionBudget; every RBAC
+rule is in the per-service allow-list (exactly, no wildcards); every ConfigMap
+key is a real, valid ``PUSHRELAY_*`` setting. What the RBAC allows on a real API
+server is proven by tests/integration/test_deploy_rbac.py.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pushrelay.infra.settings import Settings
 from tests.rbac_expectations import ALLOWED, KARGO
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
+OVERLAYS = ROOT / "deploy" / "overlays"
 NAMESPACE = "pushrelay"
 SERVICES = ("ingress", "router", "refresher")
 
@@ -68,6 +72,26 @@ def config(manifests: list[dict[str, Any]]) -> dict[str, str]:
 # --- the set of files and objects ------------------------------------------------------
 
 
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize directory`` renders (no cluster contacted)."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "KUBECONFIG": os.devnull},
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                   reason="kubectl not installed")
+
+
+def test_deploy_is_the_base() -> None:
+    kustomization = yaml.safe_load((DEPLOY.parent / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["base"]
+    assert set(kustomization) == {"apiVersion", "kind", "resources"}
+    assert sorted(p.name for p in OVERLAYS.iterdir()) == ["embedded", "spool-pvc"]
+
+
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     files = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
@@ -77,13 +101,12 @@ def test_kustomization_lists_every_manifest() -> None:
     assert set(kustomization) <= {"apiVersion", "kind", "resources"}
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-def test_kustomize_builds_the_same_objects(manifests: list[dict[str, Any]]) -> None:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY)], check=True, capture_output=True, text=True,
-        timeout=60, env={**os.environ, "KUBECONFIG": os.devnull},
-    ).stdout
-    built = [d for d in yaml.safe_load_all(out) if d]
+@needs_kubectl
+@pytest.mark.parametrize("directory", [DEPLOY, DEPLOY.parent], ids=["base", "deploy"])
+def test_kustomize_builds_the_same_objects(
+    manifests: list[dict[str, Any]], directory: Path
+) -> None:
+    built = kustomize(directory)
 
     def key(m: dict[str, Any]) -> tuple[str, str, str]:
         return (m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"])
@@ -323,3 +346,200 @@ def test_refresher_guard_binds_to_the_refresher_account(manifests: list[dict[str
     rules = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rules == [{"apiGroups": [KARGO], "apiVersions": ["*"], "operations": ["UPDATE"],
                       "resources": ["warehouses"]}]
+
+
+# --- the ingress's spool (docs/bus.md, docs/deploy.md) ------------------------------------
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+
+
+def volume_under(pod: dict[str, Any], c: dict[str, Any], path: str) -> tuple[str, str]:
+    """(volume name, mount path) of the mount that holds ``path``: the deepest one."""
+    mounts = [m for m in c["volumeMounts"]
+              if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"{path} is on no volume (the root filesystem is read-only)"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert not mount.get("readOnly", False), mount
+    return mount["name"], mount["mountPath"]
+
+
+def test_ingress_spool_is_an_empty_dir_at_the_spool_dir(manifests: list[dict[str, Any]]) -> None:
+    pod = deployment(manifests, "ingress")["spec"]["template"]["spec"]
+    c = container(manifests, "ingress")
+    spool = env_of(c)["PUSHRELAY_SPOOL_DIR"]
+    name, _ = volume_under(pod, c, spool)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[name] and volumes[name]["emptyDir"]["sizeLimit"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # The image sets the same directory (a run without these manifests spools there too).
+    dockerfile = (ROOT / "compose" / "Dockerfile").read_text()
+    assert f"ENV PUSHRELAY_SPOOL_DIR={spool}" in dockerfile
+    for service in ("router", "refresher"):  # only the ingress spools
+        assert "PUSHRELAY_SPOOL_DIR" not in env_of(container(manifests, service))
+    assert "PUSHRELAY_SPOOL_DIR" not in config(manifests)
+
+
+def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in objects
+            if m["kind"] in ("Deployment", "StatefulSet")}
+
+
+def claim_templates(sts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+
+
+@pytest.fixture(scope="module")
+def spool_pvc() -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not installed")
+    return kustomize(OVERLAYS / "spool-pvc")
+
+
+def test_spool_pvc_makes_the_ingress_a_stateful_set_with_a_claim(
+    manifests: list[dict[str, Any]], spool_pvc: list[dict[str, Any]]
+) -> None:
+    base, variant = workloads(manifests), workloads(spool_pvc)
+    sts = variant["pushrelay-ingress"]
+    assert sts["kind"] == "StatefulSet" and sts["apiVersion"] == "apps/v1"
+    assert sts["spec"]["replicas"] == base["pushrelay-ingress"]["spec"]["replicas"]
+    assert sts["spec"]["serviceName"] in of_kind(spool_pvc, "Service")
+    assert "strategy" not in sts["spec"]
+    # Claims outlive scale-down and deletion: they may hold unforwarded pushes.
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenScaled": "Retain", "whenDeleted": "Retain"}
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    name, _ = volume_under(pod, c, env_of(c)["PUSHRELAY_SPOOL_DIR"])
+    assert name in claim_templates(sts) and name not in {v["name"] for v in pod["volumes"]}
+    assert claim_templates(sts)[name]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    # Everything else is the base's: the same container, and the other objects as they were.
+    base_c = container(manifests, "ingress")
+    assert {k: v for k, v in c.items() if k != "volumeMounts"} == {
+        k: v for k, v in base_c.items() if k != "volumeMounts"}
+    others = [m for m in spool_pvc if m["metadata"]["name"] != "pushrelay-ingress"
+              or m["kind"] not in ("Deployment", "StatefulSet")]
+    assert sorted(others, key=str) == sorted(
+        [m for m in manifests if not (m["kind"] == "Deployment"
+                                      and m["metadata"]["name"] == "pushrelay-ingress")],
+        key=str)
+
+
+# --- the embedded single-replica variant --------------------------------------------------
+
+ALL_IN_ONE = "pushrelay-all-in-one"
+
+
+@pytest.fixture(scope="module")
+def embedded() -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not installed")
+    return kustomize(OVERLAYS / "embedded")
+
+
+def all_in_one(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The all-in-one StatefulSet and its one container."""
+    sts = of_kind(objects, "StatefulSet")[ALL_IN_ONE]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    return sts, c
+
+
+def test_embedded_is_one_all_in_one_replica_and_nothing_else(
+    embedded: list[dict[str, Any]]
+) -> None:
+    from pushrelay.cli.main import build_parser
+
+    assert set(workloads(embedded)) == {ALL_IN_ONE}
+    assert not of_kind(embedded, "PodDisruptionBudget")  # one replica: a budget blocks drains
+    sts, c = all_in_one(embedded)
+    assert sts["spec"]["replicas"] == 1
+    assert c["args"] == ["all-in-one"] and "command" not in c
+    assert build_parser().parse_args(c["args"]).func is not None
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for m in embedded:
+        if m["kind"] not in CLUSTER_SCOPED:
+            assert m["metadata"]["namespace"] == NAMESPACE, ident_of(m)
+        assert m["metadata"]["labels"]["app.kubernetes.io/part-of"] == "pushrelay"
+
+
+def ident_of(m: dict[str, Any]) -> tuple[str, str]:
+    return m["kind"], m["metadata"]["name"]
+
+
+def test_embedded_settings_name_the_bus_and_a_data_dir_on_the_claim(
+    embedded: list[dict[str, Any]]
+) -> None:
+    sts, c = all_in_one(embedded)
+    data = config(embedded)
+    env = {**data, **env_of(c)}
+    assert env["PUSHRELAY_BUS"] == "embedded"
+    assert not [k for k in env if k.startswith("PUSHRELAY_KAFKA_")]
+    assert "PUSHRELAY_TOPIC_REPLICATION" not in env
+    pod = sts["spec"]["template"]["spec"]
+    name, mount = volume_under(pod, c, env["PUSHRELAY_DATA_DIR"])
+    assert name in claim_templates(sts)
+    assert env["PUSHRELAY_DATA_DIR"] != mount  # a directory of its own on the claim
+    assert pod["securityContext"]["fsGroup"] == 10001
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    known = {f"PUSHRELAY_{field.upper()}" for field in Settings.model_fields}
+    assert sorted(set(env) - known) == []
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("PUSHRELAY_")]:
+            mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        settings = Settings()
+    assert settings.bus == "embedded" and settings.data_dir == env["PUSHRELAY_DATA_DIR"]
+
+
+def test_embedded_probes_resources_and_hardening(embedded: list[dict[str, Any]]) -> None:
+    sts, c = all_in_one(embedded)
+    pod = sts["spec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    health = int(config(embedded)["PUSHRELAY_HEALTH_PORT"])
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                        ("startupProbe", "/healthz")):
+        assert c[probe]["httpGet"]["path"] == path
+        assert ports[c[probe]["httpGet"]["port"]] == health
+    assert set(c["resources"]["requests"]) == {"cpu", "memory"}
+    assert "memory" in c["resources"]["limits"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    shutdown = float(config(embedded)["PUSHRELAY_SHUTDOWN_TIMEOUT"])
+    pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > shutdown + pre_stop
+
+
+def test_embedded_service_exposes_only_the_receiver_port(embedded: list[dict[str, Any]]) -> None:
+    sts, c = all_in_one(embedded)
+    (svc,) = of_kind(embedded, "Service").values()
+    assert svc["metadata"]["name"] == "pushrelay-ingress"  # as in the base: same Ingress/Gateway
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    assert "http" in {p["name"] for p in c["ports"]}
+
+
+def test_embedded_account_has_exactly_the_union_of_the_three_roles(
+    manifests: list[dict[str, Any]], embedded: list[dict[str, Any]]
+) -> None:
+    sts, _ = all_in_one(embedded)
+    account = sts["spec"]["template"]["spec"]["serviceAccountName"]
+    assert set(of_kind(embedded, "ServiceAccount")) == {account}
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    roles = of_kind(embedded, "ClusterRole")
+    bound: set[tuple[str, str, str]] = set()
+    for binding in of_kind(embedded, "ClusterRoleBinding").values():
+        assert binding["subjects"] == [subject]
+        bound |= granted(roles[binding["roleRef"]["name"]])
+    assert bound == set().union(*ALLOWED.values())
+    assert roles == of_kind(manifests, "ClusterRole")  # the base's files, unchanged
+    policy = of_kind(embedded, "ValidatingAdmissionPolicy")["pushrelay-refresher-only-refreshes"]
+    user = f"system:serviceaccount:{NAMESPACE}:{account}"
+    assert [c["expression"].strip() for c in policy["spec"]["matchConditions"]] == [
+        f'request.userInfo.username == "{user}"']

@@ -14,12 +14,14 @@ import orjson
 import pytest
 from aiohttp import ClientSession, web
 
-from ingress.app import DELIVERY_HEADER, WebhookHandler, build_app
+from ingress.app import DELIVERY_HEADER, SPOOLED_HEADER, WebhookHandler, build_app
 from ingress.openapi import openapi_route
 from ingress.service import LINGERING_TIME
+from ingress.spool import Spooled
 from pushrelay.core.deliveries import DeliveryFact
 from pushrelay.core.events import PushEvent
 from pushrelay.core.receivers import Owner, Receiver, receiver_path
+from pushrelay.infra.lifecycle import ServiceBase
 from pushrelay.infra.runtime import HealthServer
 from pushrelay.infra.settings import IngressSettings
 
@@ -51,11 +53,13 @@ class FakePublisher:
     def __init__(self) -> None:
         self.events: list[PushEvent] = []
         self.fail = False
+        self.spooled: Spooled | None = None
 
-    async def publish(self, event: PushEvent) -> None:
+    async def publish(self, event: PushEvent) -> Spooled | None:
         if self.fail:
             raise PublishFailed("broker down")
         self.events.append(event)
+        return self.spooled
 
 
 class Harness:
@@ -204,6 +208,20 @@ async def test_unavailable_when_not_ready_or_publish_fails(harness: Harness) -> 
     assert harness.facts[-1].outcome == "failed"
 
 
+async def test_spooled_is_the_same_202_with_a_header(harness: Harness) -> None:
+    """The SPEC's 202 body is unchanged; the header and the delivery record say where."""
+    status, _, headers = await harness.post(PATH)
+    assert status == 202 and SPOOLED_HEADER not in headers
+    harness.publisher.spooled = Spooled("timed out waiting for Kafka")
+    status, body, headers = await harness.post(PATH)
+    assert status == 202 and headers[SPOOLED_HEADER] == "true"
+    assert body == {"msg": "accepted", "delivery": headers[DELIVERY_HEADER]}
+    fact = harness.facts[-1]
+    assert (fact.outcome, fact.delivery) == ("spooled", body["delivery"])
+    assert fact.reason == "Kafka unavailable: timed out waiting for Kafka"
+    assert fact.repository == PAYLOAD["docker_url"] and fact.tags == ["latest"]
+
+
 async def test_delivery_hook_failure_does_not_fail_the_request(harness: Harness) -> None:
     def broken(_: DeliveryFact, __: object) -> None:
         raise RuntimeError("hook")
@@ -271,3 +289,44 @@ async def test_health_server_serves_readiness_metrics_and_openapi(harness: Harne
         assert "pushrelay_ingress_received_total" in text and HASH not in text
     finally:
         await server.stop()
+
+
+class NoteService(ServiceBase):
+    """A running service whose readiness and degraded note the test sets."""
+
+    name = "ingress"
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.not_ready: str | None = None
+        self.note: str | None = None
+
+    def _readiness(self) -> str | None:
+        return self.not_ready
+
+    def _degraded(self) -> str | None:
+        return self.note
+
+
+async def test_readyz_stays_200_and_carries_the_degraded_note(harness: Harness) -> None:
+    service = NoteService()
+    await service.start()
+    server = HealthServer([service], "127.0.0.1", 0)
+    await server.start()
+
+    async def readyz() -> tuple[int, Any]:
+        async with harness.session.get(f"http://127.0.0.1:{server.port}/readyz") as resp:
+            return resp.status, await resp.json()
+    try:
+        assert await readyz() == (200, {"status": "ready"})
+        service.note = "spooling: Kafka unavailable (timed out); 120 events, oldest 35 s"
+        assert await readyz() == (200, {"status": "ready", "degraded": {
+            "ingress": "spooling: Kafka unavailable (timed out); 120 events, oldest 35 s"}})
+        service.not_ready = "producer not connected; spool full: 1 of 1 bytes used"
+        status, body = await readyz()
+        assert status == 503 and "degraded" not in body
+        assert body["reasons"] == {"ingress": service.not_ready}
+    finally:
+        await server.stop()
+        await service.stop()
+    assert service.degraded() is None  # only a running service is degraded

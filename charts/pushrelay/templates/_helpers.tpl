@@ -3,8 +3,62 @@ Names, labels and the per-component facts every template shares.
 */}}
 
 {{/* The three services, in the order they are rendered. */}}
-{{- define "pushrelay.components" -}}
+{{- define "pushrelay.services" -}}
 ingress router refresher
+{{- end }}
+
+{{/*
+The workloads: the three services over Kafka, or (bus: embedded) the one
+all-in-one process, which is all three on the embedded log.
+*/}}
+{{- define "pushrelay.components" -}}
+{{- if eq .Values.bus "embedded" }}all-in-one{{ else }}{{ include "pushrelay.services" . }}{{ end }}
+{{- end }}
+
+{{/* The values block of a component: "all-in-one" -> allInOne. */}}
+{{- define "pushrelay.valuesKey" -}}
+{{- ternary "allInOne" . (eq . "all-in-one") }}
+{{- end }}
+
+{{/* Whether a component serves the receivers (Quay's port): the ingress, or all-in-one. */}}
+{{- define "pushrelay.servesReceivers" -}}
+{{- if has . (list "ingress" "all-in-one") }}true{{ end }}
+{{- end }}
+
+{{/* The component the receiver Service selects. */}}
+{{- define "pushrelay.receiverComponent" -}}
+{{- ternary "all-in-one" "ingress" (eq .Values.bus "embedded") }}
+{{- end }}
+
+{{/*
+The ServiceAccount a service's ClusterRole is bound to: its own, or with the
+embedded bus the all-in-one's (which so holds the union of the three roles).
+(dict "root" $ "component" "router")
+*/}}
+{{- define "pushrelay.account" -}}
+{{- $component := ternary "all-in-one" .component (eq .root.Values.bus "embedded") }}
+{{- include "pushrelay.componentName" (dict "root" .root "component" $component) }}
+{{- end }}
+
+{{/*
+Where the writable state lives (the image's /var/lib/pushrelay, owned by
+10001): the ingress's spool and the embedded bus's log. A claim is mounted on
+stateDir, the directories are its subdirectories; an emptyDir spool is mounted
+on the spool directory itself.
+*/}}
+{{- define "pushrelay.stateDir" -}}
+/var/lib/pushrelay
+{{- end }}
+{{- define "pushrelay.spoolDir" -}}
+/var/lib/pushrelay/spool
+{{- end }}
+{{- define "pushrelay.dataDir" -}}
+/var/lib/pushrelay/data
+{{- end }}
+
+{{/* Whether the ingress runs as a StatefulSet: its spool on a claim per replica. */}}
+{{- define "pushrelay.spoolOnClaim" -}}
+{{- with .Values.ingress.spool }}{{ if and .enabled (eq .volume "pvc") }}true{{ end }}{{ end }}
 {{- end }}
 
 {{- define "pushrelay.name" -}}
@@ -86,11 +140,8 @@ The ConfigMap's data: the typed values as PUSHRELAY_* settings, then
 {{- define "pushrelay.configData" -}}
 {{- $v := .Values }}
 {{- $data := dict
-  "PUSHRELAY_KAFKA_BOOTSTRAP" $v.kafka.bootstrap
   "PUSHRELAY_TOPIC_PREFIX" $v.kafka.topicPrefix
   "PUSHRELAY_TOPIC_PARTITIONS" (toString $v.kafka.topicPartitions)
-  "PUSHRELAY_TOPIC_REPLICATION" (toString $v.kafka.topicReplication)
-  "PUSHRELAY_KAFKA_SECURITY_PROTOCOL" $v.kafka.securityProtocol
   "PUSHRELAY_LOG_LEVEL" $v.logLevel
   "PUSHRELAY_LOG_FORMAT" $v.logFormat
   "PUSHRELAY_HEALTH_PORT" (toString $v.ports.health)
@@ -99,6 +150,34 @@ The ConfigMap's data: the typed values as PUSHRELAY_* settings, then
   "PUSHRELAY_BASE_URL" $v.baseUrl
   "PUSHRELAY_WRITE_STATUS" (toString $v.writeStatus)
 }}
+{{- /* Set per workload (env), from bus and ingress.spool: never from config. */}}
+{{- range $key := list "PUSHRELAY_BUS" "PUSHRELAY_DATA_DIR" "PUSHRELAY_SPOOL_DIR" }}
+{{- if hasKey $v.config $key }}
+{{- fail (printf "config.%s is set by a typed value of the chart (bus, ingress.spool; see README.md); set it there" $key) }}
+{{- end }}
+{{- end }}
+{{- if eq $v.bus "kafka" }}
+{{- $_ := set $data "PUSHRELAY_KAFKA_BOOTSTRAP" $v.kafka.bootstrap }}
+{{- $_ := set $data "PUSHRELAY_TOPIC_REPLICATION" (toString $v.kafka.topicReplication) }}
+{{- $_ := set $data "PUSHRELAY_KAFKA_SECURITY_PROTOCOL" $v.kafka.securityProtocol }}
+{{- include "pushrelay.kafkaSecurityData" (dict "root" . "data" $data) }}
+{{- end }}
+{{- range $key, $value := $v.config }}
+{{- if hasKey $data $key }}
+{{- fail (printf "config.%s is set by a typed value of the chart (see README.md); set it there" $key) }}
+{{- end }}
+{{- $_ := set $data $key (toString $value) }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{/*
+Kafka's TLS/SASL settings into .data (dict "root" $ "data" $data); with the
+Kafka bus only.
+*/}}
+{{- define "pushrelay.kafkaSecurityData" -}}
+{{- $v := .root.Values }}
+{{- $data := .data }}
 {{- $tls := has $v.kafka.securityProtocol (list "SSL" "SASL_SSL") }}
 {{- $sasl := hasPrefix "SASL_" $v.kafka.securityProtocol }}
 {{- if $sasl }}
@@ -122,11 +201,14 @@ The ConfigMap's data: the typed values as PUSHRELAY_* settings, then
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $key, $value := $v.config }}
-{{- if hasKey $data $key }}
-{{- fail (printf "config.%s is set by a typed value of the chart (see README.md); set it there" $key) }}
 {{- end }}
-{{- $_ := set $data $key (toString $value) }}
+
+{{/* Whether the pods talk to Kafka with SASL credentials (from a Secret, as env). */}}
+{{- define "pushrelay.kafkaSasl" -}}
+{{- if and (eq .Values.bus "kafka") (hasPrefix "SASL_" .Values.kafka.securityProtocol) }}true{{ end }}
 {{- end }}
-{{- toYaml $data }}
+
+{{/* Whether the pods mount kafka.tls.existingSecret. */}}
+{{- define "pushrelay.kafkaTLSMount" -}}
+{{- if and (eq .Values.bus "kafka") .Values.kafka.tls.existingSecret }}true{{ end }}
 {{- end }}
