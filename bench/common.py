@@ -100,6 +100,7 @@ class Sizes:
     e2e_baseline_seconds: float = 20.0
     e2e_namespaces: int = 20
     e2e_per_namespace: int = 50
+    bus_light_rate: float = 50.0  # bench 7: push→annotation also at a rate one process sustains
     spool_rate: float = 200.0  # bench 7's spool comparison: below either path's saturation
     spool_seconds: float = 20.0
     index_namespaces: int = 90  # + the e2e ones: 10,000 Warehouses in all
