@@ -2,7 +2,7 @@
 
 Runs only when asked for (``make faults`` = ``pytest tests/faults``, or
 ``PUSHRELAY_FAULTS=1``): a plain ``pytest`` (``make test``) skips it, because it
-kills and restarts components for ~15 minutes.
+kills and restarts components for ~22 minutes.
 
 The devstack lives in ``PUSHRELAY_FAULTS_DEVSTACK_DIR`` (default
 ``<cache>/devstack-faults``), is started and purged by the session, and never is
