@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import amplification, cost, e2e, ingress, memory, micro, report, router, secrets
+from bench import amplification, bus, cost, e2e, ingress, memory, micro, report, router, secrets
 from bench.common import Context, Section, Sizes, say
 from pushrelay.infra.kube.client import new_api_client
 from pushrelay.infra.runtime import install_event_loop_policy
@@ -40,8 +40,10 @@ BENCHES: list[tuple[str, str, Bench]] = [
     ("e2e", "2. End to end: push → annotation", e2e.run),
     ("router", "4. Router throughput (10,000 Warehouses)", router.run),
     ("memory", "5. Memory (10,000 Warehouses, soak)", memory.run),
-    ("cost", "7. Cost per push and at idle (CPU, Kafka messages and requests)", cost.run),
+    ("cost", "8. Cost per push and at idle (CPU, Kafka messages and requests)", cost.run),
     ("secrets", "6. Ingress start with 2,000 unrelated 100 KB Secrets", secrets.run),
+    # last: it stops and restarts the bench devstack's broker
+    ("bus", "7. Embedded bus vs Kafka; the spool's write cost", bus.run),
 ]
 KEYS = [key for key, _, _ in BENCHES]
 DEFAULT_SOAK = 600.0  # the 10 minutes; the whole suite stays under 20
@@ -132,7 +134,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if "ingress" in args.selected and shutil.which("wrk") is None:
+    if {"ingress", "bus"} & set(args.selected) and shutil.which("wrk") is None:
         print(f"bench: {ingress.INSTALL_HINT}", file=sys.stderr)
         return 2
     sizes = Sizes.quick() if args.quick else Sizes()

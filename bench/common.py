@@ -101,6 +101,9 @@ class Sizes:
     e2e_baseline_seconds: float = 20.0
     e2e_namespaces: int = 20
     e2e_per_namespace: int = 50
+    bus_light_rate: float = 50.0  # bench 7: push→annotation also at a rate one process sustains
+    spool_rate: float = 200.0  # bench 7's spool comparison: below either path's saturation
+    spool_seconds: float = 20.0
     index_namespaces: int = 90  # + the e2e ones: 10,000 Warehouses in all
     index_per_namespace: int = 100
     router_events: int = 20_000
@@ -120,6 +123,7 @@ class Sizes:
         # every 5 s (outside the coalescing window), which needs 1,000 of them.
         return cls(wrk_rounds=1, wrk_round_seconds=3.0, fixed_seconds=3.0, amp_pushes=200,
                    amp_warehouses=10, e2e_seconds=8.0, e2e_baseline_seconds=4.0,
+                   spool_seconds=4.0,
                    index_namespaces=4, index_per_namespace=100, router_events=2_000,
                    soak_seconds=20.0, secrets_unrelated=200, secrets_runs=1,
                    cost_idle_seconds=10.0, cost_seconds=5.0)
@@ -237,7 +241,8 @@ class ServiceProc:
 
     :attr:`port` / :attr:`base` is where requests go (the ingress's public port);
     ``/readyz`` and ``/metrics`` are read on :attr:`health_port` (the same port
-    for every other module).
+    for every other module). ``public``: the process serves receivers on a port of
+    its own (the ingress always does; ``pushrelay all-in-one`` too).
     """
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, *,

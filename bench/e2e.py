@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from bench import profiling
-from bench.cluster import payload
+from bench.cluster import Target, payload
 from bench.common import (
     Context,
     Section,
@@ -47,7 +47,7 @@ from bench.common import (
 )
 from bench.kargo_baseline import KargoBaseline
 from bench.layout import E2E_PREFIX, ensure_e2e
-from bench.load import OnDone, Pool, RunResult, fixed_rate, now, post_request
+from bench.load import Pool, RunResult, fixed_rate, now, post_request
 from bench.watch import AnnotationWatch
 
 PREFIX = E2E_PREFIX
@@ -103,11 +103,41 @@ class Tracker:
         return sum(len(q) for q in self.pending.values())
 
 
+class RoundRobin:
+    """Open-loop pushes at ``rate``/s, round-robin over ``targets`` through their
+    projects' receivers. The position carries over from one run to the next (warm-up,
+    measured run, baseline), so each Warehouse is pushed once every
+    ``len(targets) / rate`` s throughout — outside the coalescing window."""
+
+    def __init__(self, targets: Sequence[Target], rate: float) -> None:
+        self.targets = list(targets)
+        self.rate = rate
+        self.bodies = {t.repo: post_request(t.path, payload(t.repo)) for t in targets}
+        self.position = 0
+
+    async def run(self, port: int, seconds: float, tracker: Tracker | None) -> RunResult:
+        base, targets = self.position, self.targets
+
+        def make(i: int) -> bytes:
+            return self.bodies[targets[(base + i) % len(targets)].repo]
+
+        def done(i: int, status: int, due: float, answered: float) -> None:
+            if tracker is not None:
+                tracker.answered(targets[(base + i) % len(targets)].key, status, due, answered)
+
+        pool = Pool("127.0.0.1", port, 256)
+        try:
+            result = await fixed_rate(pool, make, self.rate, seconds, on_done=done)
+        finally:
+            pool.close()
+        self.position += result.sent
+        return result
+
+
 async def run(ctx: Context, section: Section) -> None:
     sizes = ctx.sizes
     targets = await ensure_e2e(ctx)
     namespaces = sorted({t.namespace for t in targets})
-    bodies = {t.repo: post_request(t.path, payload(t.repo)) for t in targets}
     section.settings.update({
         "layout": f"{len(targets)} Warehouses in {len(namespaces)} namespaces (projects), "
                   "one repository each; round-robin pushes",
@@ -123,26 +153,7 @@ async def run(ctx: Context, section: Section) -> None:
 
     watch = AnnotationWatch(ctx.api, prefix=PREFIX)
     await watch.start()
-    sequence = [0]  # next Warehouse in the round-robin, across runs
-
-    def request_for(tracker: Tracker | None, base: int) -> tuple[Callable[[int], bytes], OnDone]:
-        def make(i: int) -> bytes:
-            return bodies[targets[(base + i) % len(targets)].repo]
-
-        def done(i: int, status: int, due: float, answered: float) -> None:
-            if tracker is not None:
-                tracker.answered(targets[(base + i) % len(targets)].key, status, due, answered)
-        return make, done
-
-    async def load(port: int, seconds: float, tracker: Tracker | None) -> RunResult:
-        make, done = request_for(tracker, sequence[0])
-        pool = Pool("127.0.0.1", port, 256)
-        try:
-            result = await fixed_rate(pool, make, sizes.e2e_rate, seconds, on_done=done)
-        finally:
-            pool.close()
-        sequence[0] += result.sent
-        return result
+    load = RoundRobin(targets, sizes.e2e_rate).run
 
     logs = ctx.run_dir / "logs"
     env = ctx.service_env(ctx.prefix("e2e"), refresh_qps=QPS, refresh_burst=BURST,
@@ -170,7 +181,7 @@ async def run(ctx: Context, section: Section) -> None:
         cpu.update({name: (used - infra_before.get(name, 0.0)) / max(result.seconds, 1e-9)
                     for name, used in infra_after.items()})
         busy = busy_share(busy_before, machine_busy())
-        if not await _drained(tracker, 30.0):
+        if not await drained(tracker, 30.0):
             section.notes.append("pushrelay: some pushes saw no refresh within 30 s of the run")
         middle = await api_counts(ctx.stack)
         if ctx.profile:  # after the measured run: sampling costs CPU on a small machine
@@ -204,7 +215,7 @@ async def run(ctx: Context, section: Section) -> None:
         busy_before = machine_busy()
         base_result = await load(kargo.port, sizes.e2e_baseline_seconds, base_tracker)
         base_busy = busy_share(busy_before, machine_busy())
-        if not await _drained(base_tracker, 15.0):
+        if not await drained(base_tracker, 15.0):
             section.notes.append("baseline: some pushes saw no refresh within 15 s")
         base_delta = diff_counts(await api_counts(ctx.stack), base_before)
     finally:
@@ -267,7 +278,8 @@ async def run(ctx: Context, section: Section) -> None:
                              "(counted as 0 ms)")
 
 
-async def _drained(tracker: Tracker, within: float) -> bool:
+async def drained(tracker: Tracker, within: float) -> bool:
+    """Wait until every accepted push saw its refresh; False after ``within`` s."""
     deadline = now() + within
     while tracker.outstanding:
         if now() > deadline:

@@ -58,7 +58,8 @@ async def run_wrk(url: str, seconds: float, connections: int, body: bytes) -> di
     raise RuntimeError(f"wrk printed no summary:\n{out.decode(errors='replace')[-2000:]}")
 
 
-def _combine(rounds: list[dict[str, Any]]) -> dict[str, float]:
+def combine(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """wrk rounds as one: req/s over all the time, median p50, worst p99, errors."""
     requests = sum(r["requests"] for r in rounds)
     seconds = sum(r["duration_us"] for r in rounds) / 1e6
     errors = sum(r[k] for r in rounds for k in ("connect", "read", "write", "status", "timeout"))
@@ -107,9 +108,9 @@ async def run(ctx: Context, section: Section) -> None:
         await asyncio.gather(*(p.start() for p in procs))
         await asyncio.gather(*(p.wait_ready() for p in procs))
         targets = {"ingress": ingress, "bare": bare, "quiet": quiet, "minimal": minimal}
-        await _probe(ingress.port, path, body)
-        await _probe(quiet.port, path, body)
-        await _probe(minimal.port, path, body)
+        await probe(ingress.port, path, body)
+        await probe(quiet.port, path, body)
+        await probe(minimal.port, path, body)
         for proc in procs:  # warm-up: connections, Kafka metadata, code paths
             await run_wrk(f"{proc.base}{path}", 1, sizes.wrk_connections, body)
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
@@ -128,7 +129,7 @@ async def run(ctx: Context, section: Section) -> None:
                 say(f"ingress bench: wrk round {r + 1} {name}: "
                     f"{result['requests'] / (result['duration_us'] / 1e6):,.0f} req/s, "
                     f"p99 {result['p99_us'] / 1000:.1f} ms")
-        sat = {name: _combine(rs) for name, rs in rounds.items()}
+        sat = {name: combine(rs) for name, rs in rounds.items()}
         us_per_req = {name: cpu[name] / max(1, sat[name]["requests"]) * 1e6 for name in sat}
 
         # Fixed rate, in alternating rounds too; latencies pooled per target.
@@ -206,7 +207,7 @@ async def run(ctx: Context, section: Section) -> None:
         "request's due time.")
 
 
-async def _probe(port: int, path: str, body: bytes, within: float = 30.0) -> None:
+async def probe(port: int, path: str, body: bytes, within: float = 30.0) -> None:
     """The receiver answers 202 (receivers loaded and Kafka connected)."""
     pool = Pool("127.0.0.1", port, 1)
     deadline = time.monotonic() + within

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -195,14 +195,20 @@ def _unavailable(exc: BaseException) -> bool:
 
 async def _stop_bus(bus: Bus, deadline: Deadline) -> bool:
     """Stop the bus with what is left of ``deadline``; False if it did not make it."""
+    return await _stop_within(f"the {bus.kind} bus", bus.stop(), deadline)
+
+
+async def _stop_within(what: str, stopping: Awaitable[None], deadline: Deadline) -> bool:
+    """Await ``stopping`` within what is left of ``deadline``; False (logged) if it
+    did not finish in time or failed."""
     try:
         async with asyncio.timeout(deadline.remaining()):
-            await bus.stop()
+            await stopping
     except TimeoutError:
-        log.error("the bus did not stop in time", extra={"bus": bus.kind})
+        log.error("%s did not stop in time", what)
         return False
     except Exception:
-        log.exception("the bus failed to stop cleanly", extra={"bus": bus.kind})
+        log.exception("%s failed to stop cleanly", what)
         return False
     return True
 
@@ -238,19 +244,8 @@ async def _until_stop_or_crash(services: Sequence[Service], stop: asyncio.Event)
 
 async def _stop_all(services: Sequence[Service], deadline: Deadline) -> bool:
     """Stop ``services`` concurrently within ``deadline``; False if one did not make it."""
-    async def stop_one(service: Service) -> bool:
-        try:
-            async with asyncio.timeout(deadline.remaining()):
-                await service.stop(deadline)
-        except TimeoutError:
-            log.error("service did not stop in time", extra={"service": service.name})
-            return False
-        except Exception:
-            log.exception("service failed to stop cleanly", extra={"service": service.name})
-            return False
-        return True
-
-    results = await asyncio.gather(*(stop_one(s) for s in services))
+    results = await asyncio.gather(*(
+        _stop_within(f"service {s.name}", s.stop(deadline), deadline) for s in services))
     return all(results)
 
 

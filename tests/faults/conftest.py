@@ -2,7 +2,7 @@
 
 Runs only when asked for (``make faults`` = ``pytest tests/faults``, or
 ``PUSHRELAY_FAULTS=1``): a plain ``pytest`` (``make test``) skips it, because it
-kills and restarts components for ~15 minutes.
+kills and restarts components for ~22 minutes.
 
 The devstack lives in ``PUSHRELAY_FAULTS_DEVSTACK_DIR`` (default
 ``<cache>/devstack-faults``), is started and purged by the session, and never is
@@ -106,21 +106,29 @@ def fault_results() -> list[Row]:
 
 # ---- the table ---------------------------------------------------------------------------
 
-HEADER = ("| scenario | faults injected | pushes | 202 | 503 | other | expected refreshes "
-          "(Warehouses) | refreshed | lost | time to recover | max push→refresh | duration | "
-          "result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| scenario | faults injected | pushes | 202 | 503 | other | refused | spooled | "
+          "notifications disabled | expected refreshes (Warehouses) | refreshed | lost | "
+          "time to recover | max push→refresh | duration | result |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _secs(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} s"
 
 
+def _count(value: int | None) -> str:
+    return "–" if value is None else str(value)
+
+
 def table(rows: list[Row]) -> str:
+    """503 and other count answers over every delivery attempt; refused: connections
+    refused or dropped (the serving process killed); – : not applicable."""
     lines = [HEADER]
     for r in rows:
         lines.append(
             f"| {r.scenario} | {r.faults} | {r.sent} | {r.acked} | {r.unavailable} | "
-            f"{r.failed} | {r.expected} ({r.warehouses}) | {r.refreshed} | **{r.lost}** | "
+            f"{r.failed} | {r.refused} | {_count(r.spooled)} | {_count(r.disabled)} | "
+            f"{r.expected} ({r.warehouses}) | {r.refreshed} | **{r.lost}** | "
             f"{_secs(r.recover_s)} | {_secs(r.max_latency_s)} | {r.duration_s:.0f} s | "
             f"{'pass' if r.passed else 'FAIL'} |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``python -m tests.faults.debugwrap <service>``: the service, plus a task dump on SIGUSR1.
+"""``python -m tests.faults.debugwrap <service>`` (or ``pushrelay all-in-one``): the service,
+plus a task dump on SIGUSR1.
 
 For investigating a hang: ``kill -USR1 <pid>`` prints every asyncio task's stack
 to stderr (the service's log). The fault suite uses it instead of ``python -m
@@ -27,10 +28,13 @@ def _dump(_sig: int, _frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    from pushrelay.cli.services import run
+    from pushrelay.cli.services import SERVICES, run
 
     signal.signal(signal.SIGUSR1, _dump)
-    sys.exit(run([sys.argv[1]]))
+    names = sys.argv[1:]
+    if names == ["pushrelay", "all-in-one"]:
+        names = list(SERVICES)
+    sys.exit(run(names))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import signal
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from pushrelay.infra.kube.resources import PROJECT_CONFIG, REFRESH_ANNOTATION, S
 from pushrelay_devstack import kafka, procs
 from pushrelay_devstack.stack import Devstack
 from tests.faults.plan import Plan
+from tests.faults.quay import QuayPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 RECEIVER = "quay-faults"
@@ -173,15 +175,23 @@ def base_env() -> dict[str, str]:
             if not k.startswith("PUSHRELAY_") and k != "KUBECONFIG"}
 
 
+#: What each service process runs (``all-in-one``: the three in one process).
+COMMANDS = {"ingress": ["-m", "ingress"], "router": ["-m", "router"],
+            "refresher": ["-m", "refresher"], "all-in-one": ["-m", "pushrelay", "all-in-one"]}
+#: The processes that serve the receivers on a public port of their own.
+PUBLIC = ("ingress", "all-in-one")
+
+
 class ServiceProcess:
-    """One ``python -m <service>``; restarts keep its ports and append to its log."""
+    """One service process (:data:`COMMANDS`); restarts keep its ports and append to
+    its log."""
 
     def __init__(self, service: str, env: dict[str, str], logdir: Path) -> None:
         self.service = service
         self.port = procs.free_port()  # where requests go (the ingress's public port)
-        self.health_port = procs.free_port() if service == "ingress" else self.port
+        self.health_port = procs.free_port() if service in PUBLIC else self.port
         self.env = {**env, "PUSHRELAY_HEALTH_PORT": str(self.health_port)}
-        if service == "ingress":
+        if service in PUBLIC:
             self.env["PUSHRELAY_INGRESS_PORT"] = str(self.port)
         self.log = logdir / f"{service}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -197,9 +207,10 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             out.write(f"\n==== start #{self.starts} {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
-            argv = [sys.executable, "-m", self.service]
+            argv = [sys.executable, *COMMANDS[self.service]]
             if os.environ.get("PUSHRELAY_FAULTS_DEBUG") == "1":
-                argv = [sys.executable, "-m", "tests.faults.debugwrap", self.service]
+                argv = [sys.executable, "-m", "tests.faults.debugwrap",
+                        *COMMANDS[self.service][1:]]
             self.proc = subprocess.Popen(
                 argv, cwd=ROOT, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -282,7 +293,12 @@ async def eventually(predicate: Callable[[], Any], within: float, interval: floa
 
 @dataclass
 class Pipeline:
-    """ingress, router, refresher as processes, with one scenario's topics and groups."""
+    """ingress, router, refresher as processes, with one scenario's topics and groups.
+
+    ``data_dir`` set: one ``all-in-one`` process on the embedded bus
+    (``PUSHRELAY_BUS=embedded``, ``PUSHRELAY_DATA_DIR``) instead, with no Kafka
+    (its bootstrap points at a closed port, so any use of Kafka would show).
+    """
 
     name: str
     kafka_bootstrap: str
@@ -290,6 +306,7 @@ class Pipeline:
     logdir: Path
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: f"f{uuid.uuid4().hex[:8]}.")
+    data_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -311,24 +328,34 @@ class Pipeline:
             "PUSHRELAY_REFRESH_MIN_INTERVAL": "2",
             "PYTHONUNBUFFERED": "1",
         }
+        services: tuple[str, ...] = ("ingress", "router", "refresher")
+        if self.data_dir is not None:
+            services = ("all-in-one",)
+            common.update({"PUSHRELAY_BUS": "embedded", "PUSHRELAY_DATA_DIR": str(self.data_dir),
+                           "PUSHRELAY_KAFKA_BOOTSTRAP": f"127.0.0.1:{procs.free_port()}"})
         self.procs: dict[str, ServiceProcess] = {}
-        for service in ("ingress", "router", "refresher"):
+        for service in services:
             env = {**common, **self.overrides.get(service, {})}
             self.procs[service] = ServiceProcess(service, env, self.logdir)
-        ingress = self.procs["ingress"]
+        ingress = self.ingress
         ingress.env["PUSHRELAY_BASE_URL"] = ingress.base_url
 
     @property
+    def embedded(self) -> bool:
+        return self.data_dir is not None
+
+    @property
     def ingress(self) -> ServiceProcess:
-        return self.procs["ingress"]
+        """The process serving the receivers (the ingress, or the all-in-one)."""
+        return self.procs.get("ingress") or self.procs["all-in-one"]
 
     @property
     def router(self) -> ServiceProcess:
-        return self.procs["router"]
+        return self.procs.get("router") or self.procs["all-in-one"]
 
     @property
     def refresher(self) -> ServiceProcess:
-        return self.procs["refresher"]
+        return self.procs.get("refresher") or self.procs["all-in-one"]
 
     @property
     def push_topic(self) -> str:
@@ -345,10 +372,9 @@ class Pipeline:
             proc.check_alive()
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM each (graceful stop); their exit codes."""
+        """SIGTERM each, ingress first (graceful stop); their exit codes."""
         codes = {}
-        for service in ("ingress", "router", "refresher"):
-            proc = self.procs[service]
+        for service, proc in self.procs.items():
             if proc.alive():
                 codes[service] = proc.kill(signal.SIGTERM, timeout=60)
         return codes
@@ -467,6 +493,9 @@ class RefreshTracker:
 
 @dataclass
 class Push:
+    """One delivery attempt as the load generator recorded it; folded per push by
+    :func:`fold` (the accepted attempt, else the last)."""
+
     p: int
     status: int | None
     sent_ns: int
@@ -474,22 +503,49 @@ class Push:
     delivery: str | None
     retry_after: str | None
     error: str | None
+    attempt: int = 0
+    conn: bool = False  # no answer: the connection was refused or dropped
+    retry: bool = False  # (Quay mode) the failure was scheduled for a retry
+    disabled: bool = False  # (Quay mode) the notification was disabled after this answer
+
+
+def fold(attempts: Sequence[Push]) -> list[Push]:
+    """One record per push: its first ``202``'d attempt, else its last attempt."""
+    by_p: dict[int, Push] = {}
+    for a in sorted(attempts, key=lambda a: (a.p, a.attempt)):
+        current = by_p.get(a.p)
+        if current is None or current.status != 202:
+            by_p[a.p] = a
+    return [by_p[p] for p in sorted(by_p)]
 
 
 class LoadGen:
-    """The load generator process; its results once it is done."""
+    """The load generator process; its results once it is done.
+
+    ``quay``: deliver as Quay does (retry after ``quay.retry_after`` s, disable a
+    repository's notification after ``quay.disable_after`` consecutive failures);
+    None: every push is sent once. ``pad_tags``: that many extra 100-character tags
+    per push (big events).
+    """
 
     def __init__(self, url: str, plan: Plan, workdir: Path, rate: float,
-                 duration: float, count: int = 100_000) -> None:
+                 duration: float, count: int = 100_000, quay: QuayPolicy | None = None,
+                 pad_tags: int = 0) -> None:
         self.out = workdir / "pushes.jsonl"
         self.stop_file = workdir / "loadgen.stop"
         self.log = workdir / "loadgen.log"
+        self.quay = quay
+        self.plan = plan
         for path in (self.out, self.stop_file):
             path.unlink(missing_ok=True)
         self.argv = [sys.executable, "-m", "tests.faults.loadgen", "--url", url,
                      "--plan", orjson.dumps(plan.as_json()).decode(), "--rate", str(rate),
                      "--count", str(count), "--duration", str(duration),
-                     "--stop-file", str(self.stop_file), "--out", str(self.out)]
+                     "--stop-file", str(self.stop_file), "--out", str(self.out),
+                     "--pad-tags", str(pad_tags)]
+        if quay is not None:
+            self.argv += ["--quay", "--retry-after", str(quay.retry_after),
+                          "--disable-after", str(quay.disable_after)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -498,26 +554,44 @@ class LoadGen:
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT)
 
-    def progress(self) -> list[Push]:
+    def _lines(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        pushes = []
+        lines = []
         for line in self.out.read_bytes().splitlines():
             with contextlib.suppress(ValueError):
-                pushes.append(Push(**orjson.loads(line)))
-        return pushes
+                lines.append(orjson.loads(line))
+        return lines
+
+    def attempts(self) -> list[Push]:
+        """Every delivery attempt recorded so far."""
+        return [Push(**line) for line in self._lines() if "summary" not in line]
+
+    def progress(self) -> list[Push]:
+        """One record per push so far (see :func:`fold`)."""
+        return fold(self.attempts())
+
+    def summary(self) -> dict[str, Any]:
+        """The Quay sender's final state (disabled notifications...); {} before the end."""
+        found = [line["summary"] for line in self._lines() if "summary" in line]
+        return found[-1] if found else {}
 
     def acked(self) -> int:
-        return sum(1 for push in self.progress() if push.status == 202)
+        return sum(1 for push in self.attempts() if push.status == 202)
+
+    def silenced(self) -> bool:
+        """Every repository's notification is disabled: nothing more will be sent."""
+        disabled = {self.plan.push(a.p)[0] for a in self.attempts() if a.disabled}
+        return len(disabled) == self.plan.repos
 
     async def finish(self, within: float = 60) -> list[Push]:
-        """Stop sending, wait for the answers in flight, return every push."""
+        """Stop sending, wait for the answers in flight, return every push (folded)."""
         assert self.proc is not None
         self.stop_file.touch()
         await eventually(lambda: self.proc is not None and self.proc.poll() is not None,
                          within=within, what="load generator exit")
         assert self.proc.returncode == 0, self.log.read_text()[-2000:]
-        return sorted(self.progress(), key=lambda push: push.p)
+        return self.progress()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -562,8 +636,11 @@ class Row:
     scenario: str
     sent: int = 0
     acked: int = 0
-    unavailable: int = 0  # 503 + Retry-After
-    failed: int = 0  # anything else (none expected)
+    unavailable: int = 0  # answers 503 (+ Retry-After), over every attempt
+    failed: int = 0  # attempts answered otherwise, or not within the timeout (none expected)
+    refused: int = 0  # attempts whose connection was refused or dropped (a killed ingress)
+    spooled: int | None = None  # events the ingress spooled (None: no spool in the scenario)
+    disabled: int | None = None  # notifications the Quay sender disabled (None: no Quay mode)
     expected: int = 0  # (push, Warehouse) pairs that must be refreshed after the 202
     warehouses: int = 0  # distinct Warehouses among them
     refreshed: int = 0
@@ -613,11 +690,15 @@ async def settle(tracker: RefreshTracker, pairs: Sequence[Pair], within: float) 
 
 
 def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracker,
-            fault_end_ns: int | None) -> Row:
+            fault_end_ns: int | None, attempts: Sequence[Push] | None = None) -> Row:
+    """Fill ``row`` from the pushes (folded, one per push) and their ``attempts``
+    (every delivery attempt; the pushes themselves when each was sent once)."""
+    attempts = pushes if attempts is None else attempts
     row.sent = len(pushes)
     row.acked = sum(1 for p in pushes if p.status == 202)
-    row.unavailable = sum(1 for p in pushes if p.status == 503)
-    row.failed = row.sent - row.acked - row.unavailable
+    row.unavailable = sum(1 for a in attempts if a.status == 503)
+    row.refused = sum(1 for a in attempts if a.status is None and a.conn)
+    row.failed = sum(1 for a in attempts if a.status not in (202, 503) and not a.conn)
     pairs = pairs_of(plan, pushes)
     row.expected = len(pairs)
     row.warehouses = len({pair.warehouse for pair in pairs})
@@ -647,3 +728,69 @@ def account(row: Row, plan: Plan, pushes: Sequence[Push], tracker: RefreshTracke
         row.notes.append(f"lost: push {pair.push.p} (sent at {pair.push.sent_ns}, delivery "
                          f"{pair.push.delivery}) -> {pair.warehouse}; values seen {seen[-3:]}")
     return row
+
+
+# ---- SQLite files ----------------------------------------------------------------------
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_files(directory: Path) -> list[Path]:
+    """The SQLite databases in ``directory`` (by their header, whatever their names)."""
+    found = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.stat().st_size >= len(SQLITE_MAGIC):
+            with path.open("rb") as fh:
+                if fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                    found.append(path)
+    return found
+
+
+def quick_check(path: Path) -> str:
+    """``PRAGMA quick_check`` of one database ("ok" when sound); blocking, call in a thread."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    finally:
+        db.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+# ---- a small disk ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on ``path`` (root only),
+    unmounted on the way out."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(path)], check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until its filesystem has no byte left; the bytes written
+    (blocking: call in a thread)."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            block = bytes(chunk)
+            while True:
+                try:
+                    written += os.write(fd, block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return written

@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
 from kubernetes_asyncio.client import ApiClient
 
-from pushrelay_devstack import kafka, procs
-from pushrelay_devstack.paths import StatePaths
 from tests.integration.conftest import eventually, make_settings
+from tests.integration.kafka_support import PrivateKafka
+from tests.integration.kafka_support import private_kafka as start_private_kafka
 from tests.integration.test_ingress_flow import post as post_push
 from tests.integration.test_ingress_flow import (
     project_with_receiver,
@@ -31,43 +30,10 @@ from tests.integration.test_ingress_flow import (
 PUBLISH_TIMEOUT = 2.0
 
 
-@dataclass
-class PrivateKafka:
-    paths: StatePaths
-    libs: Path
-    port: int
-    record: procs.ProcRecord | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.record = kafka.start(self.libs, self.paths, self.port)
-        kafka.wait_ready(self.record, timeout=120)
-
-    def stop(self) -> None:
-        record, self.record = self.record, None
-        if record is not None:
-            procs.stop(record)
-
-
 @pytest.fixture
 async def private_kafka(tmp_path: Path) -> AsyncIterator[PrivateKafka]:
-    paths = StatePaths(tmp_path / "kafka")
-    paths.ensure()
-    libs = await asyncio.to_thread(kafka.ensure_jars, lambda _: None)
-    port, controller = procs.free_port(), procs.free_port()
-    while controller == port:
-        controller = procs.free_port()
-    kafka.write_config(paths, port, controller)
-    await asyncio.to_thread(kafka.format_storage, libs, paths)
-    broker = PrivateKafka(paths, libs, port)
-    await asyncio.to_thread(broker.start)
-    try:
+    async with start_private_kafka(tmp_path / "kafka", started=True) as broker:
         yield broker
-    finally:
-        await asyncio.to_thread(broker.stop)
 
 
 async def test_broker_outage(devstack_env: dict[str, str], topic_prefix: str, kube: ApiClient,

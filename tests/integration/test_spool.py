@@ -34,17 +34,16 @@ from pushrelay.infra.deliveries import read_facts
 from pushrelay.infra.kube.client import request_json
 from pushrelay.infra.kube.resources import WAREHOUSE
 from pushrelay.infra.settings import Settings
-from pushrelay_devstack import kafka, procs
-from pushrelay_devstack.paths import StatePaths
+from pushrelay_devstack import procs
 from router.service import RouterService
 from tests.integration.conftest import eventually, make_settings
+from tests.integration.kafka_support import PrivateKafka, private_kafka
 from tests.integration.test_ingress_flow import (
     PAYLOAD,
     events_for,
     project_with_receiver,
     running_ingress,
 )
-from tests.integration.test_ingress_outage import PrivateKafka
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOS = ("quay.io/spool/a", "quay.io/spool/b")
@@ -84,19 +83,8 @@ async def http() -> AsyncIterator[ClientSession]:
 @pytest.fixture
 async def kafka_later(tmp_path: Path) -> AsyncIterator[PrivateKafka]:
     """A private Kafka, configured but not started: the test starts and stops it."""
-    paths = StatePaths(tmp_path / "kafka")
-    paths.ensure()
-    libs = await asyncio.to_thread(kafka.ensure_jars, lambda _: None)
-    port, controller = procs.free_port(), procs.free_port()
-    while controller == port:
-        controller = procs.free_port()
-    kafka.write_config(paths, port, controller)
-    await asyncio.to_thread(kafka.format_storage, libs, paths)
-    broker = PrivateKafka(paths, libs, port)
-    try:
+    async with private_kafka(tmp_path / "kafka", started=False) as broker:
         yield broker
-    finally:
-        await asyncio.to_thread(broker.stop)
 
 
 def spool_settings(devstack_env: dict[str, str], topic_prefix: str, spool_dir: Path,

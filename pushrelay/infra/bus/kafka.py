@@ -323,17 +323,14 @@ def _theirs(partitions: Any) -> list[KafkaPartition]:
 
 # ---- the adapters ------------------------------------------------------------------
 
-class KafkaProducer:
-    """:class:`api.Producer <pushrelay.infra.bus.api.Producer>` over one aiokafka
-    producer (``acks=all``, idempotent). Not restartable: ``start()`` after
-    ``stop()`` is a no-op; make a new one from the bus instead."""
+class _Client:
+    """One aiokafka client, started and stopped once: ``start()`` and ``stop()`` are
+    idempotent, ``start()`` after ``stop()`` is a no-op (make a new one from the
+    bus), and aiokafka's errors leave both as :class:`BusError`."""
 
-    def __init__(self, settings: CommonSettings, *, client_id: str,
-                 linger_ms: int | None = None) -> None:
-        self._settings = settings
-        self._producer = new_producer(
-            settings, client_id=client_id,
-            linger_ms=DEFAULT_LINGER_MS if linger_ms is None else linger_ms)
+    _client: AIOKafkaProducer | AIOKafkaConsumer
+
+    def __init__(self) -> None:
         self._started = self._stopped = False
 
     async def start(self) -> None:
@@ -341,15 +338,29 @@ class KafkaProducer:
             return
         self._started = True
         with translated():
-            await self._producer.start()
+            await self._client.start()
 
     async def stop(self) -> None:
-        """Flush what is queued and close (bounded by aiokafka's request timeout)."""
+        """Close (a producer flushes what is queued first; a consumer leaves its
+        group, so revocation callbacks run), bounded by aiokafka's request timeout."""
         if self._stopped:
             return
         self._stopped = True
         with translated():
-            await self._producer.stop()
+            await self._client.stop()
+
+class KafkaProducer(_Client):
+    """:class:`api.Producer <pushrelay.infra.bus.api.Producer>` over one aiokafka
+    producer (``acks=all``, idempotent). Not restartable: ``start()`` after
+    ``stop()`` is a no-op; make a new one from the bus instead."""
+
+    def __init__(self, settings: CommonSettings, *, client_id: str,
+                 linger_ms: int | None = None) -> None:
+        super().__init__()
+        self._settings = settings
+        self._client = self._producer = new_producer(
+            settings, client_id=client_id,
+            linger_ms=DEFAULT_LINGER_MS if linger_ms is None else linger_ms)
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    partition: int | None = None) -> asyncio.Future[None]:
@@ -386,32 +397,20 @@ class _Listener(ConsumerRebalanceListener):
         await self._listener.on_assigned(_ours(assigned))
 
 
-class KafkaConsumer:
+class KafkaConsumer(_Client):
     """:class:`api.Consumer <pushrelay.infra.bus.api.Consumer>` over one aiokafka
     group member on one topic (explicit commits, from the earliest record)."""
 
     def __init__(self, settings: CommonSettings, topic: str, group: str, *,
                  client_id: str, listener: Rebalance | None = None) -> None:
-        self._consumer = new_consumer(
+        super().__init__()
+        self._client = self._consumer = new_consumer(
             settings, topic, group, listener=_Listener(listener) if listener else None,
             client_id=client_id)
-        self._started = self._stopped = False
 
     async def start(self) -> None:
-        if self._started or self._stopped:
-            return
-        self._started = True
-        with translated():
-            await self._consumer.start()
-        adaptive_fetch(self._consumer)
-
-    async def stop(self) -> None:
-        """Leave the group (revocation callbacks run) and close."""
-        if self._stopped:
-            return
-        self._stopped = True
-        with translated():
-            await self._consumer.stop()
+        await super().start()
+        adaptive_fetch(self._consumer)  # idempotent
 
     async def poll(self, wait: float, max_records: int
                    ) -> Mapping[TopicPartition, Sequence[Record]]:
