@@ -208,6 +208,9 @@ def is_ready(bootstrap: str) -> bool:
         return pool.submit(asyncio.run, _metadata(bootstrap)).result(timeout=15)
 
 
-def wait_ready(rec: procs.ProcRecord, timeout: float = 90) -> None:
+def wait_ready(rec: procs.ProcRecord, timeout: float = 240) -> None:
+    """Until the broker answers metadata requests (it fails at once if the process
+    exits). Generous: a broker restarted on a log with thousands of topics loads
+    them all first (measured: over 90 s for ~2,400 on this 2-core machine)."""
     procs.wait_until(COMPONENT, lambda: is_ready(f"127.0.0.1:{rec.port}"), timeout=timeout,
                      rec=rec, what="answering metadata requests", interval=0.5)

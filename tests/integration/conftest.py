@@ -82,8 +82,14 @@ async def namespace(kube: ApiClient) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}."
+async def topic_prefix(devstack_env: dict[str, str]) -> AsyncIterator[str]:
+    """The test's own topic prefix; its topics are deleted from the devstack's broker
+    afterwards (closing what the test opened)."""
+    from tests.integration.kafka_support import delete_topics
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    await delete_topics(devstack_env["PUSHRELAY_KAFKA_BOOTSTRAP"], prefix)
 
 
 @pytest.fixture
