@@ -436,7 +436,7 @@ async def ensure_monitoring_crds(kube: ApiClient) -> None:
         async def established(name: str = crd["metadata"]["name"]) -> bool:
             got = await request_json(kube, "GET", f"{base}/{name}")
             return any(c["type"] == "Established" and c["status"] == "True"
-                       for c in got.get("status", {}).get("conditions", []))
+                       for c in (got.get("status") or {}).get("conditions") or [])
 
         await eventually(established, within=60)
 
