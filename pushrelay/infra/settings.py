@@ -41,6 +41,10 @@ class KafkaSettings(_Section):
     commit_interval: float = Field(
         1.0, gt=0, description="how often router and refresher commit done offsets, s "
                                "(a crash redoes at most this much)")
+    fetch_max_wait: float = Field(
+        0.02, ge=0, le=0.5,
+        description="while records flow, how long a consumer lets the broker gather records "
+                    "before answering a fetch, s (per-hop latency against requests per record)")
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         "PLAINTEXT", description="how clients talk to the brokers (Kafka's security.protocol)"
     )

@@ -23,7 +23,6 @@ import asyncio
 import gzip
 import socket
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -249,28 +248,24 @@ EVIL = [r"(a+)+$", r"^(a|aa)+$", r"(a|a)*$", r"(a*)*b", r"(.*a){12}", r"^(\w+\s?
         r"(x+x+)+y", r"^(([a-z])+.)+[A-Z]([a-z])+$", r"(a|b|ab)*c"]
 
 
-def _qualify_time(pattern: str, tag: str) -> float:
+def _qualify(pattern: str, tag: str) -> bool:
     compiled = compile_subscription({"image": {
         "repoURL": "quay.io/a/b", "imageSelectionStrategy": "Lexical",
         "allowTagsRegexes": [pattern], "ignoreTagsRegexes": [pattern + "|zz"]}})
     assert compiled.error is None, compiled.error
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        compiled.qualify(tag)
-        best = min(best, time.perf_counter() - started)
-    return best
+    return compiled.qualify(tag).ok
 
 
 @pytest.mark.parametrize("pattern", EVIL)
-def test_pathological_regexes_take_linear_time(pattern: str) -> None:
-    """Doubling the tag length at most ~doubles the time (a backtracking engine
-    would need ~2^n steps for the first pattern on 30 characters already)."""
+def test_pathological_regexes_finish(pattern: str) -> None:
+    """A backtracking engine needs ~2^n steps for these on an n-character
+    near-miss (hours at n = 30); RE2 runs them in linear time, so 200,000
+    characters finish at once. No clock is read: finishing is the assertion
+    (a backtracking engine would hang the run), so load on the machine
+    cannot fail it."""
     count("pathological regexes")
-    small = _qualify_time(pattern, "a" * 25_000 + "!")
-    large = _qualify_time(pattern, "a" * 200_000 + "!")
-    assert large < 0.5, large  # 200,000 characters, well under a second
-    assert large < 8 * 4 * max(small, 2e-4), (small, large)  # 8× longer: ≤ ~linear
+    for n in (30, 25_000, 200_000):
+        _qualify(pattern, "a" * n + "!")
 
 
 def test_re2_rejects_what_it_cannot_run_in_linear_time() -> None:

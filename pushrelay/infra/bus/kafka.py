@@ -56,8 +56,9 @@ DEFAULT_LINGER_MS = 5
 #: A readiness probe's bound (s), at most the request timeout.
 PROBE_TIMEOUT = 5.0
 #: How a consumer fetches while records flow: the broker gathers up to 64 KiB or
-#: 20 ms before answering (one fetch per few records, not one per record).
-BUSY_FETCH = (64 * 1024, 20)  # (fetch_min_bytes, fetch_max_wait_ms)
+#: ``PUSHRELAY_FETCH_MAX_WAIT`` (default 20 ms) before answering (one fetch per
+#: few records, not one per record).
+BUSY_FETCH = (64 * 1024, 20)  # (fetch_min_bytes, fetch_max_wait_ms) by default
 #: ... and after a fetch that brought nothing: the broker answers at the first
 #: byte, or after 500 ms. An idle consumer then fetches twice a second instead of
 #: 50 times (measured: router and refresher ~5 % of a core each at idle, the
@@ -263,7 +264,7 @@ def new_consumer(
         # quarter of the router's CPU in socket writes at 200 events/s). While
         # nothing comes, :func:`adaptive_fetch` switches to IDLE_FETCH.
         "fetch_min_bytes": BUSY_FETCH[0],
-        "fetch_max_wait_ms": BUSY_FETCH[1],
+        "fetch_max_wait_ms": round(settings.fetch_max_wait * 1000),
         "fetch_max_bytes": 8 * 1024 * 1024,
         "client_id": group,
     }
@@ -276,8 +277,8 @@ def new_consumer(
 
 
 def adaptive_fetch(consumer: AIOKafkaConsumer) -> bool:
-    """Fetch with :data:`BUSY_FETCH` after a fetch that brought records, with
-    :data:`IDLE_FETCH` after one that did not (call after ``start()``).
+    """Fetch as configured (:data:`BUSY_FETCH`) after a fetch that brought
+    records, with :data:`IDLE_FETCH` after one that did not (call after ``start()``).
 
     aiokafka sends one fetch request at a time per broker and builds each one
     from its fetcher's ``_fetch_min_bytes`` / ``_fetch_max_wait_ms``, so setting
@@ -291,15 +292,16 @@ def adaptive_fetch(consumer: AIOKafkaConsumer) -> bool:
     original = getattr(fetcher, "_proc_fetch_request", None)
     if fetcher is None or original is None or not all(
             hasattr(fetcher, a) for a in ("_fetch_min_bytes", "_fetch_max_wait_ms")):
-        log.warning("aiokafka's fetcher has changed: idle fetches stay at %s", BUSY_FETCH)
+        log.warning("aiokafka's fetcher has changed: idle fetches stay as busy ones")
         return False
     if getattr(fetcher, "_pushrelay_adaptive", False):
         return True
+    busy = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)  # as constructed
 
     async def fetch(assignment: Any, node_id: int, request: Any) -> bool:
         brought = await original(assignment, node_id, request)
         fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (
-            BUSY_FETCH if brought else IDLE_FETCH)
+            busy if brought else IDLE_FETCH)
         return bool(brought)
 
     fetcher._proc_fetch_request = fetch
