@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a size, e.g. --set e2e_rate=100 (see bench/common.py "
                              "Sizes)")
+    parser.add_argument("--service-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PUSHRELAY_* setting for every service process the bench starts, "
+                             "e.g. --service-setting FETCH_MAX_WAIT=0.05 (to compare settings)")
     parser.add_argument("--profile", action="store_true",
                         help="also record py-spy profiles of the services under load")
     parser.add_argument("--devstack-dir", default=os.environ.get("PUSHRELAY_BENCH_DEVSTACK_DIR"),
@@ -76,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {KEYS}")
     args.selected = only or KEYS
+    args.service_settings = {}
+    for item in args.service_setting:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--service-setting wants NAME=VALUE, got {item!r}")
+        args.service_settings[name.upper().removeprefix("PUSHRELAY_")] = value
     return args
 
 
@@ -103,7 +112,7 @@ async def run_all(args: argparse.Namespace, stack: Devstack, run_dir: Path,
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     api = await new_api_client(env["KUBECONFIG"])
     ctx = Context(sizes=sizes, quick=args.quick, run_dir=run_dir, stack=stack, env=env,
-                  api=api, profile=args.profile)
+                  api=api, profile=args.profile, service_settings=args.service_settings)
     sections: list[Section] = []
     try:
         for key, title, func in BENCHES:

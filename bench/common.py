@@ -146,6 +146,8 @@ class Context:
     env: dict[str, str]  # KUBECONFIG, PUSHRELAY_KAFKA_BOOTSTRAP of the bench devstack
     api: ApiClient
     profile: bool = False
+    #: ``--service-setting``: PUSHRELAY_<NAME> for every service process, over the bench's own
+    service_settings: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # what one bench leaves the next
     run_id: str = field(default_factory=lambda: f"{int(time.time()) % 1_000_000:06d}")
 
@@ -177,6 +179,7 @@ class Context:
             "PUSHRELAY_WRITE_STATUS": "false",
         })
         env.update({f"PUSHRELAY_{k.upper()}": str(v) for k, v in settings.items()})
+        env.update({f"PUSHRELAY_{k}": v for k, v in self.service_settings.items()})
         return env
 
 
