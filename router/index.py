@@ -17,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 from pushrelay.core.matching import Compiler, Warehouse, WarehouseIndex
 from pushrelay.infra import metrics
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
-from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key, same_generation
 from pushrelay.infra.kube.resources import WAREHOUSE
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 INVALID_REASON = "InvalidSubscription"
 
 
-_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion")
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
+                  "deletionTimestamp")
 
 
 def trim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,10 @@ class LiveIndex:
     ) -> None:
         self.index = WarehouseIndex(compiler)
         self._recorder = recorder
+        # A refresh PATCH (the annotation) comes back as a MODIFIED event of every
+        # refreshed Warehouse: with the same generation it changes nothing here.
         self._informer = Informer(api, WAREHOUSE, self._on_change, namespace=namespace,
-                                  transform=trim)
+                                  transform=trim, unchanged=same_generation)
         self.reported = 0  # problems reported (a log line + an Event each)
 
     @property

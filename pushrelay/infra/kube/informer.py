@@ -7,6 +7,10 @@ handed to ``on_change(kind, obj)`` with ``kind`` one of ``ADDED``, ``MODIFIED``,
 ``DELETED``; a re-list reports only the difference from what was known. No API
 call is made per lookup: callers keep their own index or read :attr:`store`.
 
+With ``unchanged`` (e.g. :func:`same_generation`) a change the handler does not
+need — the Warehouse a refresh PATCH just annotated — only moves the stored
+object's ``resourceVersion``: no transform, no handler call.
+
 With ``metadata_only`` the server sends PartialObjectMetadata (``metadata`` and
 nothing else: no ``spec``, no Secret ``data``) for the list and the watch alike.
 """
@@ -34,10 +38,24 @@ ChangeKind = Literal["ADDED", "MODIFIED", "DELETED"]
 Key = tuple[str, str]  # (namespace or "", name)
 OnChange = Callable[[ChangeKind, dict[str, Any]], None]
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
+#: ``(stored, new)`` → True when ``new`` carries nothing the handler needs.
+Unchanged = Callable[[dict[str, Any], dict[str, Any]], bool]
 
 
 def object_key(obj: dict[str, Any]) -> Key:
     return (text(obj, "metadata", "namespace"), text(obj, "metadata", "name"))
+
+
+def same_generation(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """An :data:`Unchanged` for objects whose handler reads only what bumps
+    ``metadata.generation`` (the spec): same uid, same integer generation, same
+    deletion state. Annotations, labels and status may differ. An object
+    without a generation is always a change."""
+    old_meta, new_meta = mapping(stored, "metadata"), mapping(new, "metadata")
+    generation = new_meta.get("generation")
+    return (isinstance(generation, int) and old_meta.get("generation") == generation
+            and old_meta.get("uid") == new_meta.get("uid")
+            and old_meta.get("deletionTimestamp") == new_meta.get("deletionTimestamp"))
 
 
 class Informer:
@@ -46,9 +64,13 @@ class Informer:
         namespace: str | None = None, watch_seconds: int = 240,
         max_backoff: float = 30.0, label_selector: str | None = None,
         transform: Transform | None = None, metadata_only: bool = False,
+        unchanged: Unchanged | None = None,
     ) -> None:
         """``transform`` (like client-go's SetTransform) trims each object before it
-        is stored and handed on, e.g. to keep only one key of a Secret's data."""
+        is stored and handed on, e.g. to keep only one key of a Secret's data
+        (it must keep what ``unchanged`` reads). ``unchanged(stored, new)`` True:
+        a modification is not handed on (the stored object only takes the new
+        ``resourceVersion``); a re-list compares the same way."""
         self._api = api
         self.resource = resource
         self._on_change = on_change
@@ -57,6 +79,7 @@ class Informer:
         self._backoff = Backoff(base=0.4, max_delay=max_backoff)
         self._label_selector = label_selector
         self._transform = transform
+        self._unchanged = unchanged
         self._list_accept = METADATA_LIST if metadata_only else JSON
         self._watch_accept = METADATA_WATCH if metadata_only else JSON
         self.store: dict[Key, dict[str, Any]] = {}
@@ -129,6 +152,8 @@ class Informer:
                 self._emit("DELETED", self.store.pop(key))
         for key, obj in fresh.items():
             old = self.store.get(key)
+            if old is not None and self._skip(old, obj):
+                continue
             self.store[key] = obj
             if old is None:
                 self._emit("ADDED", obj)
@@ -188,17 +213,30 @@ class Informer:
             return new_version
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return new_version
-        if self._transform is not None:
-            obj = self._transform(obj)
         key = object_key(obj)
         if kind == "DELETED":
             self.store.pop(key, None)
-            self._emit("DELETED", obj)
-        else:
-            existed = key in self.store
-            self.store[key] = obj
-            self._emit("MODIFIED" if existed else "ADDED", obj)
+            self._emit("DELETED", self._transform(obj) if self._transform else obj)
+            return new_version
+        old = self.store.get(key)
+        if old is not None and self._skip(old, obj):
+            return new_version
+        if self._transform is not None:
+            obj = self._transform(obj)
+        self.store[key] = obj
+        self._emit("ADDED" if old is None else "MODIFIED", obj)
         return new_version
+
+    def _skip(self, stored: dict[str, Any], new: dict[str, Any]) -> bool:
+        """True for a change ``unchanged`` says the handler does not need; the
+        stored object then takes the new ``resourceVersion`` (so a re-list
+        compares against what was last seen)."""
+        if self._unchanged is None or not self._unchanged(stored, new):
+            return False
+        meta = stored.get("metadata")
+        if isinstance(meta, dict):
+            meta["resourceVersion"] = _version(new)
+        return True
 
 
 def _event(line: bytes) -> dict[str, Any]:
