@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from pushrelay.core.deliveries import (
     Delivery,
@@ -86,11 +86,11 @@ class DeliveryLog:
         :meth:`record`.
         """
         producer = self._producer()
-        for fact in facts:
-            if producer is None:
+        if producer is None:
+            for fact in facts:
                 self.record(fact)
-            else:
-                await self._send(producer, fact)
+        else:
+            await self._send(producer, list(facts))
 
     async def _run(self) -> None:
         while True:
@@ -100,23 +100,29 @@ class DeliveryLog:
                 while producer is None:  # not connected (yet): the fact waits
                     await asyncio.sleep(1.0)
                     producer = self._producer()
-                await self._send(producer, fact)
+                await self._send(producer, [fact])
             finally:
                 self._queue.task_done()
 
-    async def _send(self, producer: Producer, fact: DeliveryFact) -> None:
+    async def _send(self, producer: Producer, facts: Sequence[DeliveryFact]) -> None:
+        """Enqueue ``facts`` (not waiting for acks); each failure is counted."""
         try:
-            key = fact.key
-            # Each fact has a key of its own: spare the producer's (memoizing)
-            # partitioner; any fixed key → partition map keeps compaction right.
             partitions = await producer.partitions(self._topic)
-            partition = partitions[zlib.crc32(key) % len(partitions)]
-            future = await producer.send(
-                self._topic, fact.model_dump_json(by_alias=True).encode(),
-                key=key, partition=partition)
-            future.add_done_callback(self._acked)
         except Exception as exc:  # noqa: BLE001 - visibility is best effort
-            self._lost(exc)
+            for _ in facts:
+                self._lost(exc)
+            return
+        for fact in facts:
+            try:
+                key = fact.key
+                # Each fact has a key of its own: spare the producer's (memoizing)
+                # partitioner; any fixed key → partition map keeps compaction right.
+                future = await producer.send(
+                    self._topic, fact.model_dump_json(by_alias=True).encode(), key=key,
+                    partition=partitions[zlib.crc32(key) % len(partitions)])
+                future.add_done_callback(self._acked)
+            except Exception as exc:  # noqa: BLE001 - visibility is best effort
+                self._lost(exc)
 
     def _acked(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and (exc := future.exception()) is not None:
