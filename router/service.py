@@ -1,8 +1,10 @@
 """The router service: push events in, refresh requests out (docs/router.md).
 
 One loop, batch by batch: ``poll`` → :func:`router.routing.route_batch`
-against the live Warehouse index → send the refresh requests and dead letters → wait until every one
-is durable (the bus's ack) → mark the batch's offsets done. Done offsets are committed at most
+against the live Warehouse index → send the refresh requests, dead letters and
+delivery facts together (one produce request) → wait until every request and
+dead letter is durable (the bus's ack; facts are best effort) → mark the
+batch's offsets done. Done offsets are committed at most
 every ``PUSHRELAY_COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
 rebalance and at shutdown): a commit per batch was one broker write per few
 events. An offset is never committed before its effects are durable, so a

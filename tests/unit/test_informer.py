@@ -86,3 +86,40 @@ async def test_relist_compares_the_same_way(monkeypatch: pytest.MonkeyPatch) -> 
     listing["items"] = [warehouse("6", generation=2)]
     await inf._relist()
     assert [kind for kind, _ in seen] == ["ADDED", "MODIFIED"]
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+class _Response:
+    def __init__(self, protocol: _Protocol | None) -> None:
+        self.connection = type("C", (), {"protocol": protocol})() if protocol else None
+
+
+async def test_a_busy_stream_is_paused_between_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        assert protocol.calls[-1] == "pause"  # paused while the events pile up
+
+    inf = Informer(cast(Any, None), WAREHOUSE, lambda kind, obj: None, coalesce=0.1)
+    protocol = _Protocol()
+    now = asyncio.get_running_loop().time()
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    await inf._let_events_pile_up(_Response(protocol), last=now - 100)  # quiet: read on
+    assert protocol.calls == [] and slept == []
+    await inf._let_events_pile_up(_Response(protocol), last=now)  # right after another
+    assert protocol.calls == ["pause", "resume"] and slept == [0.1]
+    await inf._let_events_pile_up(_Response(None), last=now)  # no connection: nothing
+    assert slept == [0.1]

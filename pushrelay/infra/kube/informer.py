@@ -11,6 +11,12 @@ With ``unchanged`` (e.g. :func:`same_generation`) a change the handler does not
 need — the Warehouse a refresh PATCH just annotated — only moves the stored
 object's ``resourceVersion``: no transform, no handler call.
 
+With ``coalesce`` set, a busy watch stream is read in bursts: after an event
+that came less than ``coalesce`` seconds after the previous one, reading the
+connection is paused for ``coalesce`` seconds, so the events that arrive
+meanwhile wait in the socket and are read and handled together (one wakeup
+instead of one per event). A quiet stream is read at once, as without it.
+
 With ``metadata_only`` the server sends PartialObjectMetadata (``metadata`` and
 nothing else: no ``spec``, no Secret ``data``) for the list and the watch alike.
 """
@@ -64,13 +70,14 @@ class Informer:
         namespace: str | None = None, watch_seconds: int = 240,
         max_backoff: float = 30.0, label_selector: str | None = None,
         transform: Transform | None = None, metadata_only: bool = False,
-        unchanged: Unchanged | None = None,
+        unchanged: Unchanged | None = None, coalesce: float = 0.0,
     ) -> None:
         """``transform`` (like client-go's SetTransform) trims each object before it
         is stored and handed on, e.g. to keep only one key of a Secret's data
         (it must keep what ``unchanged`` reads). ``unchanged(stored, new)`` True:
         a modification is not handed on (the stored object only takes the new
-        ``resourceVersion``); a re-list compares the same way."""
+        ``resourceVersion``); a re-list compares the same way. ``coalesce``: see
+        the module docstring (0: every event is read as it comes)."""
         self._api = api
         self.resource = resource
         self._on_change = on_change
@@ -80,6 +87,7 @@ class Informer:
         self._label_selector = label_selector
         self._transform = transform
         self._unchanged = unchanged
+        self._coalesce = coalesce
         self._list_accept = METADATA_LIST if metadata_only else JSON
         self._watch_accept = METADATA_WATCH if metadata_only else JSON
         self.store: dict[Key, dict[str, Any]] = {}
@@ -185,6 +193,7 @@ class Informer:
                     f"watch answered {response.status}", response.status,
                 )
             buffer = b""
+            last = 0.0  # loop time of the previous chunk
             with translated():  # the stream breaking off mid-way
                 async for chunk in response.content.iter_any():
                     buffer += chunk
@@ -192,9 +201,37 @@ class Informer:
                         line, buffer = buffer.split(b"\n", 1)
                         if line.strip():
                             version = self._apply(_event(line), version)
+                    if self._coalesce:
+                        last = await self._let_events_pile_up(response, last)
             return version
         finally:
             response.release()
+
+    async def _let_events_pile_up(self, response: Any, last: float) -> float:
+        """After a chunk that followed the previous one within ``coalesce``
+        seconds, pause reading the connection for ``coalesce`` seconds; returns
+        this chunk's loop time.
+
+        Every refresh PATCH comes back as a watch event, so under load the
+        router's watch carries one event per push, each read on its own (a
+        wakeup, a TLS record, a chunk: ~100 µs of CPU on a small VM before any
+        Python runs). Pausing goes through aiohttp's public flow-control calls
+        on the response's protocol (the ones its own stream reader uses), which
+        also stop and restart the read timeout; without a connection it does
+        nothing. Changes reach the handler at most ``coalesce`` seconds later.
+        """
+        now = asyncio.get_running_loop().time()
+        connection = response.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is None or now - last >= self._coalesce:
+            return now
+        protocol.pause_reading()
+        try:
+            await asyncio.sleep(self._coalesce)
+        finally:
+            if response.connection is not None:
+                protocol.resume_reading()
+        return asyncio.get_running_loop().time()
 
     def _apply(self, event: dict[str, Any], version: str) -> str:
         kind = event.get("type")
