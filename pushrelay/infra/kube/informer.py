@@ -210,7 +210,7 @@ class Informer:
     async def _let_events_pile_up(self, response: Any, last: float) -> float:
         """After a chunk that followed the previous one within ``coalesce``
         seconds, pause reading the connection for ``coalesce`` seconds; returns
-        this chunk's loop time.
+        the loop time reading went on from (what ``last`` is for the next chunk).
 
         Every refresh PATCH comes back as a watch event, so under load the
         router's watch carries one event per push, each read on its own (a
