@@ -17,15 +17,20 @@ from kubernetes_asyncio.client import ApiClient
 from pushrelay.core.matching import Compiler, Warehouse, WarehouseIndex
 from pushrelay.infra import metrics
 from pushrelay.infra.kube.events import EventRecorder, ObjectRef
-from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key
+from pushrelay.infra.kube.informer import ChangeKind, Informer, object_key, same_generation
 from pushrelay.infra.kube.resources import WAREHOUSE
 
 log = logging.getLogger(__name__)
 
 INVALID_REASON = "InvalidSubscription"
+#: A busy Warehouse watch is read at most every 0.1 s (a spec change then
+#: reaches the index up to 0.1 s later; the refresh events it mostly carries
+#: change nothing there).
+WATCH_COALESCE = 0.1
 
 
-_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion")
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
+                  "deletionTimestamp")
 
 
 def trim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +51,12 @@ class LiveIndex:
     ) -> None:
         self.index = WarehouseIndex(compiler)
         self._recorder = recorder
+        # A refresh PATCH (the annotation) comes back as a MODIFIED event of every
+        # refreshed Warehouse: with the same generation it changes nothing here,
+        # and under load such events are read in bursts (WATCH_COALESCE).
         self._informer = Informer(api, WAREHOUSE, self._on_change, namespace=namespace,
-                                  transform=trim)
+                                  transform=trim, unchanged=same_generation,
+                                  coalesce=WATCH_COALESCE)
         self.reported = 0  # problems reported (a log line + an Event each)
 
     @property

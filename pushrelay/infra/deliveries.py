@@ -9,7 +9,9 @@ replica handled the delivery.
 
 Recording never slows or fails the request path: :class:`DeliveryLog` queues
 facts and a background task produces them; if the queue is full the fact is
-dropped and counted (the push itself is already durable).
+dropped and counted (the push itself is already durable). A stage that sends a
+batch of its own can :meth:`DeliveryLog.publish` the batch's facts alongside
+instead, so they leave in the same produce request.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from pushrelay.core.deliveries import (
     Delivery,
@@ -72,6 +74,24 @@ class DeliveryLog:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def publish(self, facts: Iterable[DeliveryFact]) -> None:
+        """Send ``facts`` now, without waiting for their acks (best effort: a
+        failure is counted and logged, never raised).
+
+        The sends are only enqueued on the producer (no suspension while it is
+        connected), so a caller that sends its own records in the same turn of
+        the event loop has them all leave in one produce request: the router's
+        facts used to be a second request per batch (a send and a wakeup, ~100 µs
+        each on a small VM). Without a producer yet, the facts are queued as by
+        :meth:`record`.
+        """
+        producer = self._producer()
+        if producer is None:
+            for fact in facts:
+                self.record(fact)
+        else:
+            await self._send(producer, list(facts))
+
     async def _run(self) -> None:
         while True:
             fact = await self._queue.get()
@@ -80,19 +100,29 @@ class DeliveryLog:
                 while producer is None:  # not connected (yet): the fact waits
                     await asyncio.sleep(1.0)
                     producer = self._producer()
+                await self._send(producer, [fact])
+            finally:
+                self._queue.task_done()
+
+    async def _send(self, producer: Producer, facts: Sequence[DeliveryFact]) -> None:
+        """Enqueue ``facts`` (not waiting for acks); each failure is counted."""
+        try:
+            partitions = await producer.partitions(self._topic)
+        except Exception as exc:  # noqa: BLE001 - visibility is best effort
+            for _ in facts:
+                self._lost(exc)
+            return
+        for fact in facts:
+            try:
                 key = fact.key
                 # Each fact has a key of its own: spare the producer's (memoizing)
                 # partitioner; any fixed key → partition map keeps compaction right.
-                partitions = await producer.partitions(self._topic)
-                partition = partitions[zlib.crc32(key) % len(partitions)]
                 future = await producer.send(
-                    self._topic, fact.model_dump_json(by_alias=True).encode(),
-                    key=key, partition=partition)
+                    self._topic, fact.model_dump_json(by_alias=True).encode(), key=key,
+                    partition=partitions[zlib.crc32(key) % len(partitions)])
                 future.add_done_callback(self._acked)
             except Exception as exc:  # noqa: BLE001 - visibility is best effort
                 self._lost(exc)
-            finally:
-                self._queue.task_done()
 
     def _acked(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and (exc := future.exception()) is not None:

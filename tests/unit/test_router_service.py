@@ -148,3 +148,45 @@ async def test_missing_acks_become_retriable_timeouts() -> None:
     assert not _permanent(results[2])
     assert _permanent(RecordRejected("too large")) and not _permanent(BusUnavailable("down"))
     assert not _permanent(RuntimeError("a bug"))  # not the bus's word: retried, not dropped
+
+
+async def test_facts_leave_with_the_batch_and_offsets_wait_only_for_requests() -> None:
+    """One produce request per batch: the delivery facts are enqueued in the same
+    turn as the refresh requests (before any ack is awaited); a fact that fails
+    is counted, the batch is still delivered."""
+    import asyncio
+
+    from pushrelay.infra.deliveries import DeliveryLog
+
+    svc = service()
+    loop = asyncio.get_running_loop()
+    sent: list[str] = []
+    acks: list[asyncio.Future[None]] = []
+
+    class Producer:
+        async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                       partition: int | None = None) -> asyncio.Future[None]:
+            sent.append(topic)
+            future: asyncio.Future[None] = loop.create_future()
+            if topic == svc.settings.deliveries_topic:
+                future.set_exception(BusUnavailable("facts are best effort"))
+            else:
+                acks.append(future)
+            return future
+
+        async def partitions(self, topic: str) -> list[int]:
+            return [0, 1]
+
+    producer = Producer()
+    svc._producer = cast(Any, producer)
+    svc._deliveries = DeliveryLog(lambda: cast(Any, producer), svc.settings)
+    out, facts = svc._route({TopicPartition("t", 0): [record(push(None, ["v1"]))]})
+    delivering = asyncio.create_task(svc._deliver(out, facts))
+    await asyncio.sleep(0)  # _deliver runs up to its first wait for acks
+    assert sent == [svc.settings.refresh_topic] * 2 + [svc.settings.deliveries_topic]
+    assert not delivering.done()  # the offsets wait for the requests' acks
+    for ack in acks:
+        ack.set_result(None)
+    assert await delivering is True
+    assert svc.requests == 2 and svc._deliveries.dropped == 1
+    assert sent.count(svc.settings.deliveries_topic) == 1  # facts never re-sent
