@@ -15,6 +15,9 @@ One catch-all route handles every path that is not a health or document route:
 
 Logs carry the delivery id, receiver name and the first 8 characters of its
 hash, never the path or the secret. The access log is off for the same reason.
+An accepted push is logged at DEBUG only (docs/decisions.md: at 200 pushes/s a
+line per push was a write per push; ``pushrelay deliveries`` is where each
+delivery is seen); rejected, spooled and failed ones stay at INFO / WARNING.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from typing import Protocol
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import Counter
 
-from ingress.payload import InvalidBody, build_event, parse_push
+from ingress.payload import InvalidBody, OutgoingEvent, build_event, parse_push
 from ingress.spool import Spooled
 from pushrelay.core.deliveries import DeliveryFact, Outcome
-from pushrelay.core.events import PushEvent, new_id
+from pushrelay.core.events import new_id
 from pushrelay.core.receivers import QUAY, Receiver, base_path_of, join_path
 from pushrelay.infra import metrics
 from pushrelay.infra.logs import short_hash
@@ -55,7 +59,7 @@ class Receivers(Protocol):
 
 
 class Publisher(Protocol):
-    async def publish(self, event: PushEvent) -> Spooled | None:
+    async def publish(self, event: OutgoingEvent) -> Spooled | None:
         """Return once ``event`` is durable: None in Kafka, :class:`Spooled` in the
         spool; raise the handler's ``publish_error`` when it is not."""
         ...
@@ -77,6 +81,12 @@ def _ignore(_: DeliveryFact, __: Receiver) -> None:
     return None
 
 
+def _ids(receiver: Receiver, delivery: str) -> dict[str, str | None]:
+    """What every log line about a delivery carries (never the path or the secret)."""
+    return {"delivery": delivery, "receiver": receiver.name, "hash": receiver.short_hash,
+            "project": receiver.project}
+
+
 class WebhookHandler:
     """Handles every request to a receiver-shaped path."""
 
@@ -90,6 +100,7 @@ class WebhookHandler:
         self.prefix = join_path(base_path_of(settings.base_url), QUAY) + "/"
         self.on_delivery: OnDelivery = on_delivery or _ignore
         self._unavailable = {"Retry-After": str(settings.retry_after)}
+        self._rejected: dict[str, Counter] = {}  # metrics.rejected's children, bound once
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -146,8 +157,6 @@ class WebhookHandler:
 
     async def _deliver(self, request: web.Request, receiver: Receiver,
                        delivery: str) -> web.StreamResponse:
-        ids = {"delivery": delivery, "receiver": receiver.name, "hash": receiver.short_hash,
-               "project": receiver.project}
         try:
             body = await self._read_body(request)
             push = parse_push(body)
@@ -155,11 +164,11 @@ class WebhookHandler:
                                 delivery=delivery)
         except InvalidBody as exc:
             self._record("rejected", receiver, delivery, reason=f"invalid body: {exc}")
-            log.info("rejected push", extra={**ids, "reason": str(exc)})
+            log.info("rejected push", extra={**_ids(receiver, delivery), "reason": str(exc)})
             return self._reject("invalid_body", _error(400, INVALID_BODY))
         except Rejected as exc:
             self._record("rejected", receiver, delivery, reason=f"{exc.reason}: {exc.error}")
-            log.info("rejected push", extra={**ids, "reason": exc.reason})
+            log.info("rejected push", extra={**_ids(receiver, delivery), "reason": exc.reason})
             response = _error(exc.status, exc.error)
             if exc.close:
                 response.force_close()
@@ -169,21 +178,25 @@ class WebhookHandler:
         except self._publish_error as exc:
             self._record("failed", receiver, delivery, reason=f"Kafka unavailable: {exc}",
                          repository=push.docker_url, tags=push.tags)
-            log.warning("could not publish push", extra={**ids, "reason": str(exc)})
+            log.warning("could not publish push",
+                        extra={**_ids(receiver, delivery), "reason": str(exc)})
             return self._reject("unavailable", _error(
                 503, "the event could not be stored; retry later", self._unavailable))
         headers = {DELIVERY_HEADER: delivery}
         if spooled is None:
             self._record("accepted", receiver, delivery, repository=push.docker_url,
                          tags=push.tags, test=push.test_notification)
+            level = logging.DEBUG
         else:
             headers[SPOOLED_HEADER] = "true"
             self._record("spooled", receiver, delivery, repository=push.docker_url,
                          tags=push.tags, test=push.test_notification,
                          reason=f"Kafka unavailable: {spooled.cause}")
-        log.info("spooled push" if spooled else "accepted push", extra={
-            **ids, "event": event.id, "repository": push.docker_url, "tags": len(push.tags),
-            "test_notification": push.test_notification})
+            level = logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "spooled push" if spooled else "accepted push", extra={
+                **_ids(receiver, delivery), "event": event.id, "repository": push.docker_url,
+                "tags": len(push.tags), "test_notification": push.test_notification})
         # The id is 32 hex digits: the JSON is written directly (the hot path).
         return web.Response(body=b'{"msg":"accepted","delivery":"%s"}' % delivery.encode(),
                             status=202, content_type="application/json", headers=headers)
@@ -216,7 +229,10 @@ class WebhookHandler:
         return b"".join(chunks)
 
     def _reject(self, reason: str, response: web.Response) -> web.Response:
-        metrics.rejected.labels(reason).inc()
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = metrics.rejected.labels(reason)
+        counter.inc()
         return response
 
     def _record(self, outcome: Outcome, receiver: Receiver, delivery: str, *,

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ingress.payload import OutgoingEvent
 from ingress.publisher import PublishError
 from ingress.spool import Spool, Spooled, SpoolRefused
-from pushrelay.core.events import PushEvent
 
 
 class DirectPublisher(Protocol):
@@ -31,7 +31,7 @@ class DirectPublisher(Protocol):
     connected: bool
     last_error: str | None
 
-    async def publish(self, event: PushEvent) -> None:
+    async def publish(self, event: OutgoingEvent) -> None:
         """Return once Kafka acknowledged ``event``; raise :class:`PublishError` otherwise."""
         ...
 
@@ -43,7 +43,7 @@ class DurablePublisher:
         self._direct = direct
         self._spool = spool
 
-    async def publish(self, event: PushEvent) -> Spooled | None:
+    async def publish(self, event: OutgoingEvent) -> Spooled | None:
         spool = self._spool
         if spool is None:
             await self._direct.publish(event)
@@ -59,7 +59,7 @@ class DurablePublisher:
             return await self._append(spool, event, exc.reason)
         return None
 
-    async def _append(self, spool: Spool, event: PushEvent, cause: str) -> Spooled:
+    async def _append(self, spool: Spool, event: OutgoingEvent, cause: str) -> Spooled:
         try:
             await spool.append(event, cause)
         except SpoolRefused as exc:

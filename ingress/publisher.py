@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 
-from pushrelay.core.events import PushEvent, encode
+from ingress.payload import OutgoingEvent, encoded
 from pushrelay.infra import metrics
 from pushrelay.infra.backoff import Backoff
 from pushrelay.infra.bus.api import Bus, BusError, BusUnavailable, Producer
@@ -102,7 +102,7 @@ class Publisher:
             return None
         return f"producer not connected ({self.last_error})"
 
-    async def publish(self, event: PushEvent) -> None:
+    async def publish(self, event: OutgoingEvent) -> None:
         """Return once ``event`` is durable, within ``publish_timeout``; else raise
         :class:`PublishError`."""
         producer = self._producer
@@ -111,7 +111,7 @@ class Publisher:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._settings.publish_timeout):
-                future = await producer.send(self._settings.push_topic, encode(event),
+                future = await producer.send(self._settings.push_topic, encoded(event),
                                              key=event.key)
                 # Shielded: a timeout abandons the wait, not the message.
                 await asyncio.shield(future)

@@ -57,6 +57,7 @@ class ReceiverRegistry:
         self.unserved: list[Unserved] = []
         self._dirty = asyncio.Event()
         self._built = False
+        self._ready = False
         self._informers: list[Informer] = []
         self._recorder: EventRecorder | None = None
         self._api: ApiClient | None = None
@@ -94,12 +95,17 @@ class ReceiverRegistry:
             await informer.stop()
 
     def readiness(self) -> str | None:
-        """None once every informer listed and the first table is built."""
+        """None once every informer listed and the first table is built (for good:
+        informers stay synced and the table is only ever swapped, so once ready
+        this is one attribute read per request)."""
+        if self._ready:
+            return None
         waiting = [i.resource.plural for i in self._informers if not i.synced.is_set()]
         if waiting or not self._informers:
             return "listing " + (", ".join(waiting) or "receivers")
         if not self._built:
             return "building the receiver table"
+        self._ready = True
         return None
 
     def lookup(self, path: str) -> Receiver | None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pushrelay.core.events import PushEvent, encode
+from ingress.payload import OutgoingEvent, encoded
 from pushrelay.infra import metrics
 from pushrelay.infra.bus.api import BusError, Record, TopicPartition
 from pushrelay.infra.bus.store import LogStore
@@ -169,12 +169,12 @@ class Spool:
             return None
         return describe(self.state(), why, self._clock())
 
-    async def append(self, event: PushEvent, cause: str | None = None) -> None:
+    async def append(self, event: OutgoingEvent, cause: str | None = None) -> None:
         """Make ``event`` durable in the spool (fsync'd on return), or raise
         :class:`SpoolRefused` having written nothing."""
         if not self._open:
             raise SpoolRefused("unavailable", "the spool is not open")
-        value = encode(event)
+        value = encoded(event)
         refused = self._bounds.refusal(self.state(), len(value), self._clock())
         if refused is not None:
             raise self._refuse(refused)

@@ -330,3 +330,19 @@ async def test_readyz_stays_200_and_carries_the_degraded_note(harness: Harness) 
         await server.stop()
         await service.stop()
     assert service.degraded() is None  # only a running service is degraded
+
+
+def test_tune_gc_raises_default_thresholds_only() -> None:
+    import gc
+
+    from ingress.service import GC_THRESHOLDS, tune_gc
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        gc.set_threshold(1234, 5, 5)  # someone tuned it: left alone
+        tune_gc()
+        assert gc.get_threshold() == (1234, 5, 5)
+    finally:
+        gc.set_threshold(*saved)
