@@ -143,8 +143,11 @@ class Engine:
             if key is not None:
                 return key
             due = self._co.next_due()
+            if due is None:  # nothing pending: no timer to arm
+                await self._wake.wait()
+                continue
             try:
-                async with asyncio.timeout(None if due is None else max(0.0, due - now)):
+                async with asyncio.timeout(max(0.0, due - now)):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -191,7 +194,12 @@ class Engine:
                 self._fatal = exc
         finally:
             self._sem.release()
-            self._wake.set()
+            # The scheduler needs waking only if this attempt scheduled the Warehouse
+            # again (requests arrived meanwhile, or a retry) or failed it; a waiter on
+            # the semaphore is woken by the release. A leading-edge patch alone (the
+            # common case under a steady rate) then costs no scheduler pass.
+            if self._fatal is not None or self._co.pending(key):
+                self._wake.set()
 
     async def _failed(self, key: WarehouseRef, items: list[Item], error: KubeError) -> None:
         outcome = outcome_of(error)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import orjson
 from kubernetes_asyncio.client import ApiClient
 
 from pushrelay.core.events import WarehouseRef
-from pushrelay.infra.kube.client import merge_patch
+from pushrelay.infra.kube.client import MergePatcher
 from pushrelay.infra.kube.errors import Action, KubeError
-from pushrelay.infra.kube.fields import text
 from pushrelay.infra.kube.resources import REFRESH_ANNOTATION, WAREHOUSE
 
 
@@ -121,12 +121,13 @@ def refine_not_found(error: KubeError, ref: WarehouseRef) -> KubeError:
 
 
 class Patcher:
-    """Refreshes Warehouses through one API client."""
+    """Refreshes Warehouses through one API client, on its prepared merge-patch
+    path (:class:`~pushrelay.infra.kube.client.MergePatcher`: no ``call_api``)."""
 
     def __init__(
         self, api: ApiClient, *, timeout: float = 10.0, stamper: Stamper | None = None
     ) -> None:
-        self._api = api
+        self._patcher = MergePatcher(api, WAREHOUSE, request_timeout=timeout)
         self._timeout = timeout
         self._stamper = stamper or Stamper()
 
@@ -143,10 +144,8 @@ class Patcher:
         value = self._stamper.next()
         try:
             async with asyncio.timeout(self._timeout + 5):  # belt and braces
-                obj = await merge_patch(
-                    self._api, WAREHOUSE, ref.name, refresh_patch(value),
-                    namespace=ref.namespace, request_timeout=self._timeout,
-                )
+                written = await self._patcher.patch(
+                    ref.name, ref.namespace, orjson.dumps(refresh_patch(value)))
         except TimeoutError as exc:
             raise KubeError(Action.RETRY, f"timeout: {exc}") from exc
         except KubeError as exc:
@@ -154,5 +153,4 @@ class Patcher:
             if refined is exc:
                 raise
             raise refined from exc
-        return Patched(value, text(obj, "metadata", "uid"),
-                       text(obj, "metadata", "resourceVersion"))
+        return Patched(value, written.uid, written.resource_version)

@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 COMPONENT = "pushrelay-refresher"
 #: Events are flushed this often (s); their rate is capped by PUSHRELAY_EVENT_QPS.
 EVENT_INTERVAL = 5.0
+#: Linger (ms) of the producer of delivery facts. Facts are best effort and nobody
+#: waits for them, so they may gather: at 200 refreshes/s, 50 ms puts ~10 facts in
+#: one produce request instead of one request (and broker round trip) per refresh.
+#: Dead letters, which the consume loop awaits, keep their own producer and the
+#: bus's short default.
+FACT_LINGER_MS = 50
 
 
 class _Rebalance:
@@ -74,7 +80,8 @@ class RefresherService(ServiceBase):
         self.marks: Watermarks[TopicPartition] = Watermarks()
         self.bucket = TokenBucket(settings.refresh_qps, settings.refresh_burst)
         self._api: ApiClient | None = None
-        self._producer: Producer | None = None
+        self._producer: Producer | None = None  # dead letters
+        self._fact_producer: Producer | None = None  # delivery facts
         self._consumer: Consumer | None = None
         self._recorder: EventRecorder | None = None
         self._deliveries: DeliveryLog | None = None
@@ -89,10 +96,13 @@ class RefresherService(ServiceBase):
         self._api = await new_api_client(s.kubeconfig)
         self._producer = self._bus.producer(client_id=COMPONENT)
         await self._producer.start()
+        self._fact_producer = self._bus.producer(client_id=f"{COMPONENT}-facts",
+                                                 linger_ms=FACT_LINGER_MS)
+        await self._fact_producer.start()
         self._recorder = EventRecorder(self._api, COMPONENT, interval=EVENT_INTERVAL,
                                        max_rate=s.event_qps, acquire=self.bucket.acquire)
         await self._recorder.start()
-        self._deliveries = DeliveryLog(lambda: self._producer, s)
+        self._deliveries = DeliveryLog(lambda: self._fact_producer, s)
         await self._deliveries.start()
         self.reporter = Reporter(self.marks, recorder=self._recorder,
                                  dead_letter=self._send_dead_letter,
@@ -138,6 +148,7 @@ class RefresherService(ServiceBase):
         await close_all(
             ("the consumer", self._consumer.stop if self._consumer else None),
             ("the producer", self._producer.stop if self._producer else None),
+            ("the facts producer", self._fact_producer.stop if self._fact_producer else None),
             ("the Kubernetes client", self._api.close if self._api else None),
             within=deadline.remaining())
         log.info("refresher stopped", extra={"outstanding": self.marks.outstanding()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from kubernetes_asyncio.client import ApiClient
 from yarl import URL
 
 from pushrelay.infra.kube.errors import KubeConfigError, from_response, translated
+from pushrelay.infra.kube.fields import text
 from pushrelay.infra.kube.resources import Resource
 
 JSON = "application/json"
@@ -24,6 +26,11 @@ JSON = "application/json"
 _AS_METADATA = "application/json;as={};g=meta.k8s.io;v=v1"
 METADATA_LIST = _AS_METADATA.format("PartialObjectMetadataList")
 METADATA_WATCH = _AS_METADATA.format("PartialObjectMetadata")
+#: For a write whose answer is read only for its metadata: the object as
+#: PartialObjectMetadata (the API server encodes, and we decode, no spec or status),
+#: or the whole object from a server that cannot convert.
+METADATA_OR_OBJECT = f"{METADATA_WATCH}, {JSON}"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
@@ -174,3 +181,71 @@ async def merge_patch(
         request_timeout=request_timeout,
         query=[("fieldManager", field_manager)] if field_manager else None,
     )
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write's answer says about the object: its identity and new version."""
+
+    uid: str
+    resource_version: str
+
+
+class MergePatcher:
+    """JSON merge patches of objects of one resource, as one prepared aiohttp request.
+
+    The refresher's hot path: :func:`merge_patch` goes through
+    ``ApiClient.call_api`` (parameter sanitizing, header tuples, auth settings,
+    ``RESTClientObject`` re-deciding content handling and ``json.dumps``-ing the
+    body), which was ~30 % of the refresher's CPU under load. This sends the
+    same request on the same :class:`aiohttp.ClientSession` (so the same
+    connector: TLS context, client certificates, connection pool) with the same
+    proxy, proxy headers and TLS server name as the API client, and:
+
+    * the bearer token is read from the client's ``Configuration`` on **every**
+      call, through ``get_api_key_with_prefix``, so kubernetes_asyncio's
+      ``refresh_api_key_hook`` (the in-cluster token file, which rotates, and
+      exec/OIDC kubeconfig credentials) keeps working exactly as before;
+    * the body is bytes the caller encoded;
+    * the answer is asked for as ``PartialObjectMetadata`` (falling back to the
+      whole object) and only ``metadata.uid``/``metadata.resourceVersion`` are
+      returned.
+
+    Errors are exactly :func:`request_json`'s: a non-2xx answer is
+    :func:`~pushrelay.infra.kube.errors.from_response`, a transport failure or
+    timeout is translated by :func:`~pushrelay.infra.kube.errors.translated`;
+    anything else propagates.
+    """
+
+    def __init__(self, api: ApiClient, resource: Resource, *,
+                 request_timeout: float = 10.0) -> None:
+        self._api = api
+        self._resource = resource
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+
+    async def patch(self, name: str, namespace: str | None, body: bytes) -> Written:
+        """Merge-patch object ``name`` with ``body`` (encoded JSON)."""
+        api, rest = self._api, self._api.rest_client
+        cfg = api.configuration
+        headers = {**api.default_headers, "Accept": METADATA_OR_OBJECT,
+                   "Content-Type": MERGE_PATCH}
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        if "BearerToken" in cfg.api_key:  # as Configuration.auth_settings() decides
+            token = await cfg.get_api_key_with_prefix("BearerToken")
+            if token:
+                headers["authorization"] = token
+        if not cfg.host:
+            raise KubeConfigError("the API client's configuration names no API server")
+        session: aiohttp.ClientSession = rest.pool_manager
+        with translated():
+            async with session.request(
+                "PATCH", cfg.host + self._resource.path(namespace, name), data=body,
+                headers=headers, timeout=self._timeout, proxy=rest.proxy,
+                proxy_headers=rest.proxy_headers, server_hostname=rest.server_hostname,
+            ) as response:
+                raw = await response.read()
+        if not 200 <= response.status <= 299:
+            raise from_response(response.status, raw, response.headers)
+        doc = orjson.loads(raw) if raw else {}
+        return Written(text(doc, "metadata", "uid"), text(doc, "metadata", "resourceVersion"))
