@@ -14,7 +14,6 @@ health port last, within the one shutdown budget; the lifecycle is
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
 from collections.abc import Sequence
@@ -45,16 +44,6 @@ log = logging.getLogger(__name__)
 # After a rejection with an unread body (413, 404), read and discard what the client
 # still sends for this long so it can see the answer, then close.
 LINGERING_TIME = 2.0
-#: The cyclic collector's thresholds while the ingress runs (CPython's are
-#: (700, 10, 10)). Each request allocates a few hundred tracked objects that
-#: die by reference counting, yet at 700 a young collection ran every ~25 pushes
-#: and walked the live young objects (in-flight requests, producer batches)
-#: every time. Measured at 300 pushes/s (gc.callbacks CPU time, 2 x 12 s plus
-#: warm-up, same run): 0.74 s of collector CPU with the defaults (374 young, 34
-#: middle, 3 full collections) against 0.16 s at 10,000 (11, 1, 0): ~57 us less
-#: per push. Garbage in reference cycles lives a little longer; nothing else.
-GC_THRESHOLDS = (10_000, 10, 10)
-_DEFAULT_GC_THRESHOLDS = (700, 10, 10)
 
 
 class IngressService(ServiceBase):
@@ -149,7 +138,6 @@ class IngressService(ServiceBase):
 
     async def _start(self) -> None:
         settings = self.settings
-        tune_gc()
         if self._spool_ignored:
             log.warning("PUSHRELAY_SPOOL_DIR is ignored on the embedded bus (its log is "
                         "local and durable already)")
@@ -233,14 +221,6 @@ class IngressService(ServiceBase):
             # last: probes and scrapes see the shutdown until the end
             ("the health server", health.stop if health else None),
             within=deadline.remaining())
-
-
-def tune_gc() -> None:
-    """Raise the collector's thresholds to :data:`GC_THRESHOLDS` for the process,
-    unless someone (an embedding application, ``PYTHON*`` tuning) already changed
-    them. Process-wide: in ``pushrelay all-in-one`` the router and refresher get it too."""
-    if gc.get_threshold() == _DEFAULT_GC_THRESHOLDS:
-        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create(settings: IngressSettings, health_services: Sequence[Service] | None = None,

@@ -18,6 +18,7 @@ port (the ingress's) serves :func:`liveness_route` at most.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -255,6 +256,18 @@ EMBEDDED_ALONE = ("error: the embedded bus runs only in all-in-one (PUSHRELAY_BU
                   "or set PUSHRELAY_BUS=kafka to run a service on its own")
 
 
+#: The cyclic collector's thresholds while a service process runs (CPython's are
+#: (700, 10, 10)). Each push allocates a few hundred tracked objects that
+#: die by reference counting, yet at 700 a young collection ran every ~25 pushes
+#: and walked the live young objects (in-flight requests, producer batches)
+#: every time. Measured in the ingress at 300 pushes/s (gc.callbacks CPU time, 2 x 12 s plus
+#: warm-up, same run): 0.74 s of collector CPU with the defaults (374 young, 34
+#: middle, 3 full collections) against 0.16 s at 10,000 (11, 1, 0): ~57 us less
+#: per push. Garbage in reference cycles lives a little longer; nothing else.
+GC_THRESHOLDS = (10_000, 10, 10)
+_DEFAULT_GC_THRESHOLDS = (700, 10, 10)
+
+
 def run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) -> int:
     """Run the services ``factories`` build in this process, until SIGTERM: the exit code.
 
@@ -270,6 +283,7 @@ def run_services(factories: Sequence[ServiceFactory], settings: CommonSettings) 
     logs.configure(settings.log_level, settings.log_format)
     log_deprecations(settings)
     install_event_loop_policy()
+    tune_gc()
     return asyncio.run(_run_services(factories, settings))
 
 
@@ -289,6 +303,13 @@ async def _run_services(factories: Sequence[ServiceFactory], settings: CommonSet
         services, settings.health_host, settings.health_port)
     return await serve(services, health=health, shutdown_timeout=settings.shutdown_timeout,
                        bus=bus)
+
+
+def tune_gc() -> None:
+    """Raise the collector's thresholds to :data:`GC_THRESHOLDS` for the process,
+    unless someone (an embedding application, ``PYTHON*`` tuning) already changed them."""
+    if gc.get_threshold() == _DEFAULT_GC_THRESHOLDS:
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def install_event_loop_policy() -> None:

@@ -335,7 +335,7 @@ async def test_readyz_stays_200_and_carries_the_degraded_note(harness: Harness) 
 def test_tune_gc_raises_default_thresholds_only() -> None:
     import gc
 
-    from ingress.service import GC_THRESHOLDS, tune_gc
+    from pushrelay.infra.runtime import GC_THRESHOLDS, tune_gc
     saved = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)
