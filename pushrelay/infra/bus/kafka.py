@@ -46,12 +46,14 @@ from pushrelay.infra.bus.api import (
     RecordRejected,
     TopicPartition,
 )
+from pushrelay.infra.bus.linger import Gather
 from pushrelay.infra.bus.topics import topic_configs
 from pushrelay.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-#: Producers' default linger (ms): a little batching for the stages' bursts.
+#: Producers' default linger (ms), across partitions (bus/linger.py): a little
+#: batching for the stages' bursts.
 DEFAULT_LINGER_MS = 5
 #: A readiness probe's bound (s), at most the request timeout.
 PROBE_TIMEOUT = 5.0
@@ -360,15 +362,30 @@ class KafkaProducer(_Client):
                  linger_ms: int | None = None) -> None:
         super().__init__()
         self._settings = settings
-        self._client = self._producer = new_producer(
-            settings, client_id=client_id,
-            linger_ms=DEFAULT_LINGER_MS if linger_ms is None else linger_ms)
+        linger = DEFAULT_LINGER_MS if linger_ms is None else linger_ms
+        # The linger is ours, across partitions (bus/linger.py); aiokafka's own,
+        # per partition, stays 0 so a flushed window leaves in one request.
+        self._gather = Gather(linger / 1000, self._send_now) if linger > 0 else None
+        self._client = self._producer = new_producer(settings, client_id=client_id,
+                                                     linger_ms=0)
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    partition: int | None = None) -> asyncio.Future[None]:
+        if self._gather is not None and not self._gather.closed:
+            return self._gather.hold(topic, value, key, partition)
+        return await self._send_now(topic, value, key, partition)
+
+    async def _send_now(self, topic: str, value: bytes, key: bytes | None,
+                        partition: int | None) -> asyncio.Future[None]:
         with translated(produce=True):
             future = await self._producer.send(topic, value, key=key, partition=partition)
         return _resolved(future)
+
+    async def stop(self) -> None:
+        """Hand on what the linger holds, then flush and close (idempotent)."""
+        if self._gather is not None:
+            await self._gather.close()
+        await super().stop()
 
     async def partitions(self, topic: str) -> Sequence[int]:
         with translated(produce=True):
