@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 PROBE_INTERVAL = 5.0
 #: Between attempts to reach the bus: 1 s doubling, jittered, up to 30 s.
 CONNECT_BACKOFF = Backoff(base=1.0, max_delay=30.0)
-#: Every request waits for its ack, so no linger: under load batches still form
-#: on their own while the previous produce request is in flight.
-INGRESS_LINGER_MS = 0
+#: 5 ms, across partitions (the bus's linger, bus/linger.py): at 150 pushes/s the
+#: ingress sent 0.90 produce requests per push without it and 0.74 with it, the
+#: broker's CPU per push 2,340 -> 2,078 us, for ~7 ms more before each 202
+#: (docs/benchmarks.md, section 9). Under load batches also form on their own
+#: while the previous produce request is in flight.
+INGRESS_LINGER_MS = 5
 CLIENT_ID = "pushrelay-ingress"
 
 
