@@ -37,6 +37,7 @@ from pushrelay.infra.bus.api import (
     RecordRejected,
     TopicPartition,
 )
+from pushrelay.infra.bus.futures import follow
 from pushrelay.infra.bus.store import DiskFull, LogStore, StoreLocked
 from pushrelay.infra.bus.topics import topic_configs
 from pushrelay.infra.settings import CommonSettings
@@ -61,24 +62,6 @@ class GroupTaken(BusError):
     bus gives a group one member (there is nobody to share partitions with)."""
 
     retriable = False
-
-
-def _resolved(source: asyncio.Future[list[int]]) -> asyncio.Future[None]:
-    """A future that settles like ``source``, with None for its offsets."""
-    target: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def done(future: asyncio.Future[list[int]]) -> None:
-        if target.done():
-            return
-        if future.cancelled():
-            target.cancel()
-        elif (error := future.exception()) is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(None)
-
-    source.add_done_callback(done)
-    return target
 
 
 class EmbeddedProducer:
@@ -115,7 +98,7 @@ class EmbeddedProducer:
         offsets = self._bus.store.submit([(topic, PARTITION, key, value)])
         self._pending.add(offsets)
         offsets.add_done_callback(self._settled)
-        return _resolved(offsets)
+        return follow(offsets)
 
     def _settled(self, offsets: asyncio.Future[list[int]]) -> None:
         self._pending.discard(offsets)

@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pushrelay.infra.bus.futures import follow
+
 #: Hands one record to the client; the future resolves once it is durable.
 SendNow = Callable[[str, bytes, "bytes | None", "int | None"], Awaitable[asyncio.Future[None]]]
 
@@ -80,7 +82,7 @@ class Gather:
                     if not record.future.done():
                         record.future.set_exception(exc)
                     continue
-                _chain(sent, record.future)
+                follow(sent, record.future)
 
     async def close(self) -> None:
         """Flush what is held now and wait until every flush has handed its
@@ -93,17 +95,3 @@ class Gather:
         self._flush()
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
-
-
-def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
-    def done(future: asyncio.Future[None]) -> None:
-        if target.done():
-            return
-        if future.cancelled():
-            target.cancel()
-        elif (error := future.exception()) is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(None)
-
-    source.add_done_callback(done)
