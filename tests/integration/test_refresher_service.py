@@ -36,7 +36,7 @@ from tests.integration.refresher_support import (
 log = logging.getLogger(__name__)
 
 
-async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_patches(
+async def test_a_burst_of_500_requests_for_one_warehouse_costs_at_most_2_patches_a_window(
     kube: ApiClient, namespace: str, settings: Settings, bus: Bus,
 ) -> None:
     await create_warehouses(kube, namespace, ["app"])
@@ -45,13 +45,15 @@ async def test_500_requests_for_one_warehouse_within_a_second_cost_at_most_2_pat
         t0 = time.monotonic()
         sent = await produce(settings, [request(namespace, "app", f"d{i}") for i in range(500)],
                              bus=bus)
-        assert time.monotonic() - t0 < 1.0, "the burst must fit in one second"
+        # A loaded machine may stretch the burst over more than one coalescing
+        # window; each window it spans allows one more (trailing) patch.
+        windows = int((time.monotonic() - t0) // settings.refresh_min_interval)
         await eventually(lambda: watch.refreshed_after(sent), within=15)
         await eventually(lambda: service.marks.outstanding() == 0, within=15)
         await eventually(lambda: all_committed(settings), within=15)
         patches = watch.patches("app")
-        log.info("500 requests -> %d patches", patches)
-        assert 1 <= patches <= 2
+        log.info("500 requests -> %d patches (burst over %d extra windows)", patches, windows)
+        assert 1 <= patches <= 2 + windows
         # one aggregated Event names the repo, the tags and a delivery
         events = await eventually(lambda: warehouse_events(kube, namespace), within=20)
         refreshed = [e for e in events if e["reason"] == "Refreshed"]
