@@ -252,16 +252,7 @@ async def test_kafka_kill_9(fault_stack: FaultStack, admin: ApiClient, logs_root
     marks: dict[str, int] = {}
 
     async def fault(ctx: Ctx) -> int:
-        marks["kill"] = time.time_ns()
-        await asyncio.to_thread(ctx.stack.kill_kafka)
-        note("kafka killed (-9); down for 15 s")
-        await ctx.sleep(15)
-        marks["restart"] = time.time_ns()
-        await asyncio.to_thread(ctx.stack.start_kafka)
-        marks["ready"] = time.time_ns()
-        note(f"kafka back after {(marks['ready'] - marks['kill']) / 1e9:.0f}s")
-        await ctx.wait_acked(60, within=120)
-        return marks["ready"]
+        return await _kafka_outage(ctx, marks, 15, acked_within=120)
 
     ctx = await run_scenario("kafka_kill_9", fault_stack, admin, logs_root, fault_results,
                              fault, faults="broker kill -9, down 15 s + restart")
@@ -533,9 +524,11 @@ def spool_env(workdir: Path, **extra: str) -> dict[str, dict[str, str]]:
 
 
 async def _kafka_outage(ctx: Ctx, marks: dict[str, int], seconds: float,
-                        meanwhile: Callable[[Ctx], Awaitable[None]] | None = None) -> int:
+                        meanwhile: Callable[[Ctx], Awaitable[None]] | None = None,
+                        *, acked_within: float = 180) -> int:
     """kill -9 the broker, run ``meanwhile``, restart the broker once ``seconds`` have
-    passed; returns the moment it is ready again (the fault's end)."""
+    passed, wait (up to ``acked_within`` s) for the load's 202s to resume; returns the
+    moment the broker is ready again (the fault's end)."""
     marks["kill"] = time.time_ns()
     await asyncio.to_thread(ctx.stack.kill_kafka)
     note(f"kafka killed (-9); down for {seconds:.0f} s")
@@ -547,7 +540,7 @@ async def _kafka_outage(ctx: Ctx, marks: dict[str, int], seconds: float,
     await asyncio.to_thread(ctx.stack.start_kafka)
     marks["ready"] = time.time_ns()
     note(f"kafka back after {(marks['ready'] - marks['kill']) / 1e9:.0f}s")
-    await ctx.wait_acked(60, within=180)
+    await ctx.wait_acked(60, within=acked_within)
     return marks["ready"]
 
 
