@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install demo test test-testcontainers unit integration image lint bench faults audit tools devstack-up devstack-down node-deps node clean
+.PHONY: install demo test test-testcontainers unit integration image lint bench faults audit tools devstack-up devstack-down node-deps bench-deps node clean
 
 install: $(VENV)/.installed
 
@@ -46,8 +46,14 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: install
+bench: install bench-deps
 	$(BIN)/python -m bench $(ARGS)
+
+## wrk, the saturating load generator of `bench --only ingress` (Debian's package); root only.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 wrk; }
 
 faults: install
 	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
