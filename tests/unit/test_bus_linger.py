@@ -103,6 +103,19 @@ async def test_close_hands_on_what_is_held_and_is_idempotent() -> None:
         gather.hold("t", b"late")
 
 
-def test_a_window_must_be_positive() -> None:
+async def test_a_full_window_flushes_at_once_and_the_next_starts_afresh() -> None:
+    client = Client()
+    gather = Gather(60.0, client.send_now, max_records=3)  # only the cap can flush
+    for i in range(4):
+        gather.hold("t", b"%d" % i)
+    await client.until(lambda: len(client.handed) == 3)
+    assert [v for _, v, _, _ in client.handed] == [b"0", b"1", b"2"]
+    await gather.close()  # "3" was held in a window of its own
+    assert [v for _, v, _, _ in client.handed] == [b"0", b"1", b"2", b"3"]
+
+
+def test_a_window_must_be_positive_and_a_cap_not_negative() -> None:
     with pytest.raises(ValueError):
         Gather(0, Client().send_now)
+    with pytest.raises(ValueError):
+        Gather(0.01, Client().send_now, max_records=-1)

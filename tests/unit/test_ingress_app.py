@@ -230,6 +230,31 @@ async def test_delivery_hook_failure_does_not_fail_the_request(harness: Harness)
     assert (await harness.post(PATH))[0] == 202
 
 
+async def test_a_bug_in_the_handler_is_a_logged_json_500_and_the_server_goes_on(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(_: PushEvent) -> None:
+        raise RuntimeError("a bug")
+
+    harness.publisher.publish = broken  # type: ignore[method-assign]
+    status, body, headers = await harness.post(PATH)
+    assert (status, body, headers["Server"]) == (500, {"error": "internal error"}, "pushrelay")
+    assert any(r.getMessage() == "internal error" and r.exc_info for r in caplog.records)
+    del harness.publisher.publish  # the class's own again
+    assert (await harness.post(PATH))[0] == 202
+
+
+async def test_every_public_answer_names_no_library_version(harness: Harness) -> None:
+    harness.publisher.spooled = None
+    answers = [await harness.post(PATH), await harness.post(PATH, b"{"),
+               await harness.post("/no-such-path"), await harness.post(PATH[:-1] + "0")]
+    async with harness.session.get(harness.base + PATH) as resp:
+        answers.append((resp.status, None, resp.headers))
+    async with harness.session.get(harness.base + "/healthz") as resp:
+        answers.append((resp.status, None, resp.headers))
+    assert [status for status, _, _ in answers] == [202, 400, 404, 404, 405, 200]
+    assert {headers["Server"] for _, _, headers in answers} == {"pushrelay"}
+
+
 async def test_random_bodies_never_get_a_server_error(harness: Harness) -> None:
     rng = random.Random(7)
     samples: list[bytes] = [bytes(rng.randrange(256) for _ in range(rng.randrange(64)))

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: Producers' default linger (ms), across partitions (bus/linger.py): a little
 #: batching for the stages' bursts.
 DEFAULT_LINGER_MS = 5
+#: A linger window that holds this many records flushes at once (Kafka's
+#: ``batch.size`` beside ``linger.ms``; measured in bus/linger.py: 8 and 16
+#: both lift a 32-connection client from 3,700 to 8,000 req/s on the ingress).
+LINGER_MAX_RECORDS = 16
 #: A readiness probe's bound (s), at most the request timeout.
 PROBE_TIMEOUT = 5.0
 #: How a consumer fetches while records flow: the broker gathers up to 64 KiB or
@@ -365,7 +369,8 @@ class KafkaProducer(_Client):
         linger = DEFAULT_LINGER_MS if linger_ms is None else linger_ms
         # The linger is ours, across partitions (bus/linger.py); aiokafka's own,
         # per partition, stays 0 so a flushed window leaves in one request.
-        self._gather = Gather(linger / 1000, self._send_now) if linger > 0 else None
+        self._gather = (Gather(linger / 1000, self._send_now, LINGER_MAX_RECORDS)
+                        if linger > 0 else None)
         self._client = self._producer = new_producer(settings, client_id=client_id,
                                                      linger_ms=0)
 
