@@ -157,6 +157,9 @@ async def run(ctx: Context, section: Section) -> None:
             await profiling.record(ctx, {"ingress": ingress.pid}, sizes.wrk_round_seconds,
                                    run_wrk(f"{ingress.base}{path}", sizes.wrk_round_seconds,
                                            sizes.wrk_connections, body))
+            await profiling.record(ctx, {"minimal": minimal.pid}, sizes.wrk_round_seconds,
+                                   run_wrk(f"{minimal.base}{path}", sizes.wrk_round_seconds,
+                                           sizes.wrk_connections, body))
         metrics = await ingress.metrics()
     finally:
         await stop_all(procs)
