@@ -58,9 +58,10 @@ bench-deps:
 faults: install
 	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
 
-## Tools the tests run (helm), built once into the cache with visible progress.
+## Tools the tests run (helm, docker-compose), built once into the cache with visible progress.
 tools: install
 	@$(BIN)/pushrelay devstack tool helm >/dev/null
+	@$(BIN)/pushrelay devstack tool docker-compose >/dev/null
 
 ## Known vulnerabilities in the installed dependency set (policy: docs/reliability.md).
 audit: install

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pushrelay_devstack.gobuild import Progress, _build
+from pushrelay_devstack.gobuild import Progress, _build, ensure_docker_compose
 
 HELM_VERSION = os.environ.get("PUSHRELAY_DEVSTACK_HELM_VERSION", "v3.22.0")
 
@@ -30,4 +30,8 @@ def ensure_helm(progress: Progress, version: str = HELM_VERSION) -> Path:
     )
 
 
-TOOLS: dict[str, Callable[[Progress], Path]] = {"helm": ensure_helm}
+#: ``docker-compose``: the Compose tests compare their model of compose/ with its
+#: own (``config``); ``make tools`` builds it before pytest collects them.
+TOOLS: dict[str, Callable[[Progress], Path]] = {
+    "helm": ensure_helm, "docker-compose": ensure_docker_compose,
+}

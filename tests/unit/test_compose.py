@@ -549,7 +549,8 @@ def _cached_compose() -> Path | None:
     return binary if binary.is_file() else None
 
 
-@pytest.mark.skipif(_cached_compose() is None, reason="docker-compose not built in the cache")
+@pytest.mark.skipif(_cached_compose() is None,
+                    reason="docker-compose not built in the cache (`make tools`)")
 @pytest.mark.parametrize("files", [
     ["docker-compose.yml"], ["docker-compose.yml", "compose.host-network.yml"],
     ["compose.embedded.yml"], ["compose.embedded.yml", "compose.embedded.host-network.yml"],

@@ -45,3 +45,10 @@ def test_unknown_tools_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["devstack", "tool", "kubectl-but-misspelt"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_docker_compose_is_a_tool_too() -> None:
+    """``make tools`` builds it before pytest collects the Compose tests."""
+    from pushrelay_devstack.tools import TOOLS
+
+    assert set(TOOLS) == {"helm", "docker-compose"}
