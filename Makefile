@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Debian packages a target needs (root): bench-deps, node-deps.
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	--no-install-recommends -o DPkg::Lock::Timeout=600
 PYTEST_ARGS ?=
 ARGS ?=
 
@@ -51,9 +54,7 @@ bench: install bench-deps
 
 ## wrk, the saturating load generator of `bench --only ingress` (Debian's package); root only.
 bench-deps:
-	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    -o DPkg::Lock::Timeout=600 wrk; }
+	@command -v wrk >/dev/null 2>&1 || { $(APT_INSTALL) wrk; }
 
 faults: install
 	$(BIN)/python -m pytest -q tests/faults $(PYTEST_ARGS)
@@ -71,9 +72,7 @@ audit: install
 ## Debian packages the devstack's node needs (`pushrelay devstack up --node`); root only.
 NODE_DEBS := containerd runc containernetworking-plugins iptables conntrack
 node-deps:
-	@dpkg -s $(NODE_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    -o DPkg::Lock::Timeout=600 $(NODE_DEBS); }
+	@dpkg -s $(NODE_DEBS) >/dev/null 2>&1 || { $(APT_INSTALL) $(NODE_DEBS); }
 
 ## deploy/ on a real node (own devstack state dir, brought down afterwards).
 node: install node-deps
